@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import os
+
+import psutil
+import pytest
+
+from studyhall import run_study
+from studyhall.objectives.datasets import breast_cancer
+
+
+def spec(name, **extra):
+    base = {
+        "name": name,
+        "objective": {"name": "breast_cancer", "epochs": 3, "batch_size": 32, "units": 16},
+        "space": {"learning_rate": [0.0001, 0.05, 1.0e6]},
+        "sampler": "grid",
+        "seed": 3,
+    }
+    return {**base, **extra}
+
+
+def test_the_holdout_is_stratified_standardised_and_fixed():
+    d = breast_cancer()
+    assert d.x_train.shape == (455, 30) and d.x_val.shape == (114, 30)
+    assert d.x_train.dtype == "float32"
+    assert abs(float(d.x_train.mean())) < 1e-5
+    assert abs(d.y_train.mean() - d.y_val.mean()) < 0.02  # same class balance
+    assert (breast_cancer().x_val == d.x_val).all()
+
+
+def test_a_study_prunes_by_the_pruner_and_by_the_nan_guard(sqlite_url, study_name):
+    handle = run_study(
+        spec(study_name, pruner={"name": "threshold", "lower": 0.9, "n_warmup_steps": 1}),
+        storage=sqlite_url,
+    )
+    by_lr = {t.params["learning_rate"]: t for t in handle.trials()}
+    assert len(by_lr) == 3
+    nan = by_lr[1.0e6]
+    assert nan.state.name == "PRUNED"
+    assert nan.user_attrs["pruned_reason"].startswith("NaN guard: training loss is nan at epoch 0")
+    slow = by_lr[0.0001]
+    assert slow.state.name == "PRUNED"
+    assert slow.user_attrs["pruned_reason"].startswith("pruned at epoch 1 (val_accuracy=")
+    good = by_lr[0.05]
+    assert good.state.name == "COMPLETE"
+    assert good.value >= 0.9
+
+
+def test_every_epoch_is_reported_and_the_best_epoch_returned(sqlite_url, study_name):
+    handle = run_study(spec(study_name, space={"learning_rate": [0.05]}), storage=sqlite_url)
+    trial = handle.trials()[0]
+    curve = trial.intermediate_values
+    assert sorted(curve) == [0, 1, 2]
+    assert trial.value == max(curve.values())
+    assert curve[trial.user_attrs["best_epoch"]] == trial.value
+    assert trial.user_attrs["n_params"] == 30 * 16 + 16 + 16 + 1
+    assert 0.0 < trial.user_attrs["val_loss"] < 1.0
+
+
+def test_the_loss_metric_is_minimised(sqlite_url, study_name):
+    s = spec(study_name, space={"learning_rate": [0.05]})
+    s["objective"] = {**s["objective"], "metric": "val_loss"}
+    handle = run_study(s, storage=sqlite_url)
+    assert handle.directions == ("minimize",)
+    trial = handle.trials()[0]
+    assert trial.value == min(trial.intermediate_values.values())
+
+
+def test_a_trial_reruns_exactly_from_its_seed(tmp_path):
+    values = []
+    for run in ("a", "b"):
+        handle = run_study(spec("same", space={"learning_rate": [0.05], "dropout": [0.3]}),
+                           storage=f"sqlite:///{tmp_path / run}.db")
+        values.append(handle.trials()[0].intermediate_values)
+    assert values[0] == values[1]
+
+
+def test_memory_does_not_grow_trial_after_trial(sqlite_url, study_name):
+    process = psutil.Process(os.getpid())
+    s = {
+        "name": study_name,
+        "objective": {"name": "breast_cancer", "epochs": 2, "batch_size": 64},
+        "space": {"units": [8, 16, 32, 64], "layers": [1, 2], "dropout": [0.0, 0.3],
+                  "learning_rate": {"low": 0.001, "high": 0.1, "log": True}},
+        "sampler": "random",
+    }
+    run_study(s, storage=sqlite_url, n_trials=40)  # warm up: every shape compiled, data loaded
+    before = process.memory_info().rss
+    run_study(s, storage=sqlite_url, n_trials=160)
+    grown_mb = (process.memory_info().rss - before) / 2**20
+    assert grown_mb < 40, f"resident memory grew {grown_mb:.0f} MB over 120 trials"
