@@ -1,0 +1,497 @@
+"""The ``studyhall`` command: a thin shell over the Python API.
+
+Each command parses its arguments, calls one API function and formats the result. Bad input
+prints one line on stderr and exits 2; a failure inside exits 1; ``-v`` adds tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from studyhall.errors import (
+    Interrupted,
+    SpecError,
+    StorageError,
+    StudyhallError,
+    StudyNotFoundError,
+)
+
+__all__ = ["main"]
+
+_BAD_INPUT = (SpecError, StorageError, StudyNotFoundError)
+_logger = logging.getLogger("studyhall")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other bad-input message; usage is one `--help` away.
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32); got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds; got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds; got {text!r}")
+    return value
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    cells = [list(map(str, header))] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _print_summary(handle: Any, top: int) -> None:
+    counts = handle.state_counts()
+    print(f"study {handle.name} in {handle.url.masked}")
+    print("trials: " + (", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n) or "none"))
+    if len(handle.directions) > 1:
+        front = handle.best_trials
+        print(f"Pareto front ({len(front)} trials, directions {', '.join(handle.directions)}):")
+        rows = [(t.number, t.values, t.params) for t in front[:top]]
+        print(_table(rows, ["trial", "values", "params"]))
+        return
+    best = handle.best_trial
+    if best is None:
+        print("no complete trial yet")
+        return
+    print(f"best: trial {best.number}, value {best.value:.6g} ({handle.directions[0]})")
+    print(f"  params: {_fmt(best.params)}")
+    rows = [
+        (t.number, t.value, t.duration.total_seconds() if t.duration else None, t.params)
+        for t in handle.top_trials(top)
+    ]
+    print(f"top {len(rows)}:")
+    print(_table(rows, ["trial", "value", "seconds", "params"]))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from studyhall.studies import load_spec, run_study
+    from studyhall.studies.worker import raising_signals
+
+    spec = load_spec(
+        args.spec,
+        overrides={"n_trials": args.trials, "timeout": args.timeout, "storage": args.storage,
+                   "seed": args.seed},
+        overrides_from="the command line",
+    )
+    bars: list[Any] = []  # made on the first trial, so a bad storage prints no empty bar
+
+    def on_progress(p: Any) -> None:
+        if not bars:
+            bars.append(tqdm(total=p.budget, desc=spec.name, unit="trial", disable=args.quiet,
+                             dynamic_ncols=True))
+        bars[0].n = p.finished
+        bars[0].set_postfix(best=_fmt(p.best_value), pruned=p.pruned, failed=p.failed, refresh=False)
+        bars[0].refresh()
+
+    try:
+        with raising_signals():
+            handle = run_study(spec, workers=args.workers, heartbeat=_heartbeat(args),
+                               on_progress=on_progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    if not args.quiet:
+        _print_summary(handle, args.top)
+    counts = handle.state_counts()
+    if counts["FAIL"] and not counts["COMPLETE"] and not counts["PRUNED"]:
+        reason = handle.trials(["FAIL"])[-1].user_attrs.get("fail_reason", "see the log")
+        print(f"studyhall: error: every trial failed; last: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from studyhall.storage import parse_url
+    from studyhall.studies import list_studies
+
+    studies = list_studies(args.storage)
+    if not studies:
+        print(f"no studies in {parse_url(args.storage).masked}")
+        return 0
+    rows = [(s.name, s.n_trials, s.best_value, ",".join(s.directions), s.objective, s.sampler)
+            for s in studies]
+    print(_table(rows, ["study", "trials", "best", "direction", "objective", "sampler"]))
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    from studyhall.studies import open_study
+
+    handle = open_study(args.study, args.storage)
+    _print_summary(handle, args.top)
+    spec = handle.spec
+    if spec is not None and args.spec:
+        print("spec:")
+        print("  " + yaml.safe_dump(spec.to_dict(), sort_keys=False).rstrip().replace("\n", "\n  "))
+    return 0
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from studyhall.studies import load_spec
+    from studyhall.studies.presets import names
+
+    rows = []
+    for name in names():
+        spec = load_spec(name)
+        about = spec.description if len(spec.description) <= 60 else spec.description[:57] + "..."
+        rows.append((name, spec.objective.name, spec.sampler.name, spec.pruner.name, spec.budget, about))
+    print(_table(rows, ["preset", "objective", "sampler", "pruner", "trials", "description"]))
+    return 0
+
+
+def _port(text: str) -> int:
+    message = f"must be a port number in 1..65535; got {text!r}"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(message) from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(message)
+    return value
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from studyhall.reports import write_report
+    from studyhall.studies import open_study
+
+    handle = open_study(args.study, args.storage)
+    index = write_report(handle, args.out, heatmap=args.heatmap, top=args.top)
+    print(f"report of {handle.name} written to {index} (and report.md beside it)")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import io
+
+    from studyhall.reports import export_trials
+    from studyhall.studies import open_study
+
+    handle = open_study(args.study, args.storage)
+    if args.out is None:
+        export_trials(handle, args.format, sys.stdout)
+        return 0
+    buffer = io.StringIO()  # a failure half-way must not leave half a file
+    n = export_trials(handle, args.format, buffer)
+    try:
+        with open(args.out, "w", encoding="utf-8", newline="") as f:
+            f.write(buffer.getvalue())
+    except OSError as exc:
+        print(f"studyhall: error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(f"exported {n} trials of {handle.name} to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    from studyhall.reports import delete_study
+    from studyhall.studies import open_study
+
+    handle = open_study(args.study, args.storage)  # an unknown name fails before any question
+    n = len(handle.trials())
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print(f"studyhall: error: refusing to delete study {handle.name!r} without "
+                  "confirmation (stdin is not a terminal); pass --yes.", file=sys.stderr)
+            return 2
+        try:
+            answer = input(f"delete study {handle.name!r} and its {n} trials from "
+                           f"{handle.url.masked}? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("studyhall: not deleted", file=sys.stderr)
+            return 1
+    n = delete_study(handle.name, args.storage)
+    print(f"deleted study {handle.name} ({n} trials) from {handle.url.masked}")
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from studyhall.reports.dashboard import DashboardError, serve_dashboard
+    from studyhall.storage import parse_url
+
+    masked = parse_url(args.storage).masked
+
+    def ready(address: str) -> None:
+        print(f"optuna-dashboard for {masked} at {address} (Ctrl-C to stop)", flush=True)
+
+    try:
+        serve_dashboard(args.storage, host=args.host, port=args.port, on_ready=ready)
+    except DashboardError as exc:
+        print(f"studyhall: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _add_report_commands(sub: Any) -> None:
+    storage_help = "storage URL (default: sqlite:///studyhall.db)"
+    p = sub.add_parser("report", help="write an HTML/Markdown report with figures",
+                       description="Write a self-contained report of a study into DIR: index.html "
+                       "and report.md (spec, state counts, best and top trials) and PNG figures "
+                       "(history, importances, heatmap, parallel coordinates, learning curves, "
+                       "Pareto front).")
+    p.add_argument("study", help="study name")
+    p.add_argument("--storage", help=storage_help)
+    p.add_argument("--out", metavar="DIR", help="output directory (default: report-STUDY)")
+    p.add_argument("--heatmap", metavar="PARAM_A,PARAM_B",
+                   help="two parameters for the mean-objective heatmap (default: the two most "
+                   "important)")
+    p.add_argument("--top", type=_positive_int, default=10, help="rows in the top-trials table")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("export", help="export every trial as CSV or JSON",
+                       description="Write every trial (number, state, values, params, times, user "
+                       "attributes; JSON adds intermediate values and the spec) to stdout or FILE.")
+    p.add_argument("study", help="study name")
+    p.add_argument("--format", choices=("csv", "json"), required=True, help="output format")
+    p.add_argument("--storage", help=storage_help)
+    p.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("delete", help="delete a study and all its trials",
+                       description="Delete a study and all its trials. Asks first on a terminal; "
+                       "elsewhere refuses (exit 2) unless --yes is given.")
+    p.add_argument("study", help="study name")
+    p.add_argument("--storage", help=storage_help)
+    p.add_argument("--yes", action="store_true", help="delete without asking")
+    p.set_defaults(func=_cmd_delete)
+
+    p = sub.add_parser("dashboard", help="serve optuna-dashboard on a storage",
+                       description="Serve optuna-dashboard for every study in a storage until "
+                       "Ctrl-C. Listens on 127.0.0.1 only unless --host says otherwise (the "
+                       "dashboard has no login).")
+    p.add_argument("--storage", help=storage_help)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8080, help="port to listen on (default 8080)")
+    p.set_defaults(func=_cmd_dashboard)
+
+
+def _whole_seconds(text: str) -> int:
+    message = f"must be a positive whole number of seconds; got {text!r}"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(message) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(message)
+    return value
+
+
+def _heartbeat(args: argparse.Namespace) -> Any:
+    from studyhall.storage import Heartbeat
+
+    return Heartbeat.resolve(args.heartbeat, args.grace, source="the command line")
+
+
+def _add_heartbeat_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--heartbeat", type=_whole_seconds, metavar="S",
+                   help="seconds between heartbeats of a running trial (default 10, or "
+                   "$STUDYHALL_HEARTBEAT)")
+    p.add_argument("--grace", type=_whole_seconds, metavar="S",
+                   help="seconds without a heartbeat after which a trial's worker counts as dead "
+                   "and the trial is retried (default 3 heartbeats, or $STUDYHALL_GRACE)")
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from studyhall.studies import join_study
+    from studyhall.studies.worker import raising_signals
+
+    bars: list[Any] = []
+
+    def on_progress(p: Any) -> None:
+        if not bars:
+            bars.append(tqdm(total=p.budget, desc=args.study, unit="trial", disable=args.quiet,
+                             dynamic_ncols=True))
+        bars[0].n = p.finished
+        bars[0].set_postfix(best=_fmt(p.best_value), pruned=p.pruned, failed=p.failed,
+                            refresh=False)
+        bars[0].refresh()
+
+    try:
+        with raising_signals():
+            handle = join_study(args.study, args.storage, n_trials=args.trials,
+                                timeout=args.timeout, heartbeat=_heartbeat(args),
+                                threads=args.threads, on_progress=on_progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    if not args.quiet:
+        _print_summary(handle, args.top)
+    return 0
+
+
+def _cmd_proxy(args: argparse.Namespace) -> int:
+    from studyhall.storage import open_storage, parse_url
+    from studyhall.storage._grpc import serve_proxy
+
+    url = parse_url(args.storage)
+    backend = open_storage(url) if url.is_rdb else None
+
+    def ready(address: str) -> None:
+        print(f"storage proxy for {url.masked} at {address} (Ctrl-C to stop); workers use "
+              f"--storage {address}", flush=True)
+
+    try:
+        serve_proxy(backend, url, host=args.host, port=args.port, on_ready=ready)
+    except KeyboardInterrupt:
+        print("studyhall: proxy stopped", file=sys.stderr)
+    return 0
+
+
+def _add_worker_commands(sub: Any) -> None:
+    p = sub.add_parser("worker", help="join an existing study and run its trials",
+                       description="Work on a study created by `studyhall run`, with the spec "
+                       "stored with it (no spec file needed), until the study holds its budget of "
+                       "finished trials. Start any number, on any machine that reaches the "
+                       "storage. Ctrl-C or SIGTERM marks the running trial FAIL and queues it "
+                       "again (exit 130/143).")
+    p.add_argument("study", help="study name")
+    p.add_argument("--storage", help="storage URL (default: sqlite:///studyhall.db)")
+    p.add_argument("--trials", type=_positive_int,
+                   help="total finished trials the study should hold (default: its stored budget)")
+    p.add_argument("--timeout", type=_seconds, help="stop this worker after S seconds")
+    p.add_argument("--threads", type=_positive_int,
+                   help="CPU threads this worker's numeric libraries may use (default: all)")
+    p.add_argument("--top", type=_positive_int, default=5, help="trials in the summary table")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    _add_heartbeat_args(p)
+    p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("proxy", help="serve a SQL storage to workers over gRPC",
+                       description="Serve a SQL storage through Optuna's gRPC storage proxy until "
+                       "Ctrl-C, so many workers share one connection pool: they use "
+                       "--storage grpc://HOST:PORT. Listens on 127.0.0.1 unless --host says "
+                       "otherwise (the proxy has no authentication).")
+    p.add_argument("--storage", help="the SQL storage to serve (default: sqlite:///studyhall.db)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=13000, help="port to listen on (default 13000)")
+    p.set_defaults(func=_cmd_proxy)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from studyhall import __version__
+
+    parser = _Parser(
+        prog="studyhall",
+        description="Persistent hyperparameter studies for Keras networks, on Optuna.",
+    )
+    parser.add_argument("--version", action="version", version=f"studyhall {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging (-vv: debug); tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    storage_help = "storage URL (default: the spec's, else sqlite:///studyhall.db)"
+
+    p = sub.add_parser("run", help="create or resume a study and run it",
+                       description="Create the study (or resume it: the budget counts the trials "
+                       "it already holds) and run it until it holds N finished trials.")
+    p.add_argument("spec", metavar="SPEC_OR_PRESET", help="a YAML spec file or a preset name")
+    p.add_argument("--trials", type=_positive_int, help="total finished trials the study should hold")
+    p.add_argument("--timeout", type=_seconds, help="stop this run after S seconds")
+    p.add_argument("--storage", help=storage_help)
+    p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
+    p.add_argument("--seed", type=_seed, help="study seed (trial seeds derive from it)")
+    p.add_argument("--top", type=_positive_int, default=5, help="trials in the summary table")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    _add_heartbeat_args(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("list", help="list the studies in a storage",
+                       description="List every study in a storage with its size and best value.")
+    p.add_argument("--storage", help=storage_help)
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("show", help="show a study: best trial, top trials, state counts",
+                       description="Show a study's state counts, best trial and top trials.")
+    p.add_argument("study", help="study name")
+    p.add_argument("--storage", help=storage_help)
+    p.add_argument("--top", type=_positive_int, default=10, help="rows in the top-trials table")
+    p.add_argument("--spec", action="store_true", help="also print the stored spec as YAML")
+    p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser("presets", help="list the ready-made study specs",
+                       description="List the presets `studyhall run NAME` accepts.")
+    p.set_defaults(func=_cmd_presets)
+
+    _add_report_commands(sub)
+    _add_worker_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 failure inside, 2 bad input)."""
+    args = _parser().parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if "optuna" in sys.modules or args.command in ("run", "worker"):
+        import optuna
+
+        optuna.logging.set_verbosity(level)
+    try:
+        return int(args.func(args))
+    except _BAD_INPUT as exc:
+        if args.verbose:
+            _logger.exception("bad input")
+        print(f"studyhall: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Interrupted):  # a worker stopped: its trial is FAIL and queued again
+            print(f"studyhall: {exc}; run the same command to resume", file=sys.stderr)
+            return exc.exit_code
+        print("studyhall: interrupted", file=sys.stderr)
+        return 130
+    except (StudyhallError, Exception) as exc:
+        if args.verbose:
+            _logger.exception("failed")
+        print(f"studyhall: error: {type(exc).__name__}: {exc}".split("\n")[0], file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Admission locks: one worker at a time decides whether the study needs another trial.
+
+A worker counts the study's finished and running trials and then asks Optuna for a new trial.
+Two workers doing that at the same moment would both see one trial missing and both start one,
+so a study of N trials could end with N+1. Holding a lock across "count, then ask" (a few
+milliseconds; never while a trial runs) makes the budget exact across processes and machines.
+Each lock dies with its holder: a killed worker cannot block the others.
+
+- SQLite: ``flock`` on ``<database>.admit`` (the database file itself must not be opened twice:
+  closing a second descriptor would drop SQLite's own POSIX locks).
+- PostgreSQL: ``pg_advisory_lock``; MySQL/MariaDB: ``GET_LOCK`` (both end with the connection).
+- Journal file: Optuna's ``JournalFileOpenLock`` on ``<log>.admit`` (``O_EXCL``, NFS-safe;
+  broken after the grace period if its holder died).
+- Redis: a ``SET NX`` lock with an expiry.
+- gRPC proxy: none available; the budget may then overshoot by up to one trial per worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import warnings
+from typing import Any, Protocol
+
+from studyhall.storage.urls import StorageURL
+
+__all__ = ["AdmissionLock", "admission_lock"]
+
+_logger = logging.getLogger(__name__)
+
+LOCK_WAIT_S = 600
+"""How long a worker waits for the lock before concluding something is wrong."""
+
+
+class AdmissionLock(Protocol):
+    def acquire(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+def _key(study_name: str) -> str:
+    return hashlib.sha1(f"studyhall:{study_name}".encode()).hexdigest()
+
+
+class _NoLock:
+    def acquire(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+class _FileLock:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+
+class _SQLLock:
+    """A session-level named lock on a connection of the storage's own engine."""
+
+    def __init__(self, engine: Any, backend: str, study_name: str) -> None:
+        import sqlalchemy
+
+        self.engine = engine
+        self.conn: Any = None
+        key = _key(study_name)
+        if backend == "postgresql":
+            number = int(key[:15], 16)  # fits a signed 64-bit integer
+            self.lock = sqlalchemy.text(f"SELECT pg_advisory_lock({number})")
+            self.unlock = sqlalchemy.text(f"SELECT pg_advisory_unlock({number})")
+        else:
+            name = f"studyhall:{key[:40]}"
+            self.lock = sqlalchemy.text(f"SELECT GET_LOCK('{name}', {LOCK_WAIT_S})")
+            self.unlock = sqlalchemy.text(f"SELECT RELEASE_LOCK('{name}')")
+
+    def acquire(self) -> None:
+        conn = self.engine.connect()
+        try:
+            got = conn.execute(self.lock).scalar()
+            conn.commit()
+            if got == 0:  # MySQL's GET_LOCK timed out (PostgreSQL's lock waits, returning NULL)
+                raise TimeoutError(f"admission lock not acquired in {LOCK_WAIT_S} s")
+        except BaseException:
+            conn.invalidate()
+            conn.close()
+            raise
+        self.conn = conn
+
+    def release(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        try:
+            conn.execute(self.unlock)
+            conn.commit()
+            conn.close()
+        except Exception as exc:  # the connection died: the server dropped the lock with it
+            _logger.debug("admission lock released with its connection: %s", exc)
+            try:
+                conn.invalidate()
+                conn.close()
+            except Exception:
+                pass
+
+
+class _JournalFileLock:
+    def __init__(self, path: str, grace: int) -> None:
+        from optuna.storages.journal import JournalFileOpenLock
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a grace period under 3 s (tests) is fine here
+            self.lock = JournalFileOpenLock(path, grace_period=grace)
+        self.held = False
+
+    def acquire(self) -> None:
+        self.lock.acquire()
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            with contextlib.suppress(RuntimeError):  # broken by another worker after the grace
+                self.lock.release()
+
+
+class _RedisLock:
+    def __init__(self, url: str, study_name: str, grace: int) -> None:
+        import redis
+
+        from studyhall.storage._journal import redis_options
+
+        full, prefix = redis_options(url)
+        self.lock = redis.Redis.from_url(full).lock(
+            f"{prefix}:studyhall:admit:{_key(study_name)}",
+            timeout=grace,
+            blocking_timeout=LOCK_WAIT_S,
+        )
+        self.held = False
+
+    def acquire(self) -> None:
+        if not self.lock.acquire():
+            raise TimeoutError(f"admission lock not acquired in {LOCK_WAIT_S} s")
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            with contextlib.suppress(Exception):  # expired (held past its timeout) or Redis away
+                self.lock.release()
+
+
+def admission_lock(
+    storage: Any, url: StorageURL, study_name: str, grace: int = 30
+) -> AdmissionLock:
+    """The admission lock for ``study_name`` in the storage ``url`` names.
+
+    Args:
+        storage: the opened storage (its SQL engine is reused for server locks).
+        url: the storage's URL.
+        study_name: the study whose admissions the lock serialises.
+        grace: seconds after which a file or Redis lock whose holder died is broken.
+    """
+    if url.backend == "sqlite":
+        return _FileLock(f"{url.path}.admit") if url.path else _NoLock()
+    if url.backend in ("postgresql", "mysql"):
+        return _SQLLock(storage.engine, url.backend, study_name)
+    if url.backend == "journal":
+        assert url.path is not None
+        return _JournalFileLock(f"{url.path}.admit", grace)
+    if url.backend == "redis":
+        return _RedisLock(url.url, study_name, grace)
+    return _NoLock()

@@ -1,0 +1,431 @@
+"""Workers: join a study by name and run its trials until the study holds its budget.
+
+Every way of working on a study ends here: ``run`` in this process, each of ``run --workers N``'s
+processes, and ``studyhall worker`` on any machine. A worker reads the spec stored with the study,
+builds its sampler and pruner, and loops: under the storage's admission lock it counts finished
+(complete + pruned) and running trials; if the study needs another it starts one through
+``study.optimize`` (which runs the heartbeat thread and fails other workers' dead trials first);
+if every missing trial is already running elsewhere it waits, failing stale ones as their grace
+period ends, so a dead worker's trial is retried (Optuna queues a WAITING copy, which the next
+``ask`` takes) and the study still ends with exactly its budget. Lost connections are waited out
+with back-off; SIGINT/SIGTERM fail the running trial, queue it again, and end the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from studyhall.errors import (
+    Interrupted,
+    SpecError,
+    StorageError,
+    StudyhallError,
+    StudyNotFoundError,
+)
+from studyhall.objectives.registry import get_objective
+from studyhall.storage import (
+    Heartbeat,
+    StorageURL,
+    admission_lock,
+    is_transient,
+    open_storage,
+    parse_url,
+)
+from studyhall.storage.heartbeat import retry_callback
+from studyhall.studies._progress import Progress, poll
+from studyhall.studies.pruners import build_pruner
+from studyhall.studies.results import StudyHandle, stored_spec
+from studyhall.studies.samplers import build_sampler
+from studyhall.studies.space import suggest
+from studyhall.studies.spec import StudySpec
+
+__all__ = ["join_study", "limit_threads", "raising_signals", "trial_seed"]
+
+_logger = logging.getLogger(__name__)
+
+MAX_FAILURE_STREAK = 10
+"""A worker gives up after this many failed trials in a row."""
+POLL_S = 0.5
+"""How often a worker waiting for other workers' last trials looks again."""
+OUTAGE_S = 300.0
+"""How long a worker waits out a storage that cannot be reached before it gives up."""
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """The seed of trial ``number``: fixed by the study seed, so a trial re-runs exactly."""
+    return int(np.random.SeedSequence([study_seed, number]).generate_state(1)[0])
+
+
+def _sampler_seed(study_seed: int, n_existing: int, worker: int | None) -> int:
+    # A resumed run must not replay the first run's random draws: mix in the study's size. A
+    # worker joining by name has no index: two of them must still draw different points.
+    salt = worker if worker is not None else random.SystemRandom().randrange(2**31)
+    return int(np.random.SeedSequence([study_seed, n_existing, salt, 7]).generate_state(1)[0])
+
+
+def limit_threads(threads: int) -> None:
+    """Keep N workers on N cores from fighting: cap BLAS, XLA and TensorFlow thread pools.
+
+    Takes effect for libraries imported afterwards (Keras is imported by the first trial).
+    """
+    for var in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "TF_NUM_INTRAOP_THREADS",
+        "TF_NUM_INTEROP_THREADS",
+    ):
+        os.environ[var] = str(threads)
+    if threads == 1:
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_cpu_multi_thread_eigen" not in flags:
+            os.environ["XLA_FLAGS"] = (
+                f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
+            )
+
+
+class _TrialFailed(Exception):
+    """An objective error that fails one trial but lets the study go on."""
+
+
+class _TrialFunction:
+    """What ``study.optimize`` calls: seed, suggest, run the objective, classify failures."""
+
+    def __init__(self, spec: StudySpec, on_start: Callable[[], None]) -> None:
+        self.spec = spec
+        self.options = dict(spec.objective.options)
+        self.objective = get_objective(spec.objective.name).factory()
+        self.on_start = on_start
+        self.current: Any = None
+
+    def __call__(self, trial: Any) -> Any:
+        import optuna
+
+        self.current = trial
+        self.on_start()  # the trial exists: other workers may count it now
+        # A retried trial re-runs its original exactly: same seed, same parameters.
+        attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
+        number = attrs.get("failed_trial", trial.number)
+        seed = trial_seed(self.spec.seed or 0, number)
+        trial.set_user_attr("seed", seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        params = {**self.options, **suggest(trial, self.spec.space)}
+        try:
+            return self.objective(trial, params)
+        except Interrupted as exc:
+            trial.set_user_attr("fail_reason", f"interrupted by {exc.signal_name}")
+            raise
+        except (optuna.TrialPruned, StudyhallError, MemoryError):
+            raise
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"[:1000]
+            trial.set_user_attr("fail_reason", reason)
+            raise _TrialFailed(reason) from exc
+
+
+class _FailureStreak:
+    """Stop after ``MAX_FAILURE_STREAK`` failures in a row (a broken objective)."""
+
+    def __init__(self) -> None:
+        self.streak = 0
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        if trial.state.name != "FAIL":
+            self.streak = 0
+            return
+        self.streak += 1
+        if self.streak >= MAX_FAILURE_STREAK:
+            _logger.error("%d trials failed in a row; this worker stops", self.streak)
+            study.stop()
+
+
+_interrupted: list[int] = []
+
+
+class _QuietInterruptedTrial(logging.Filter):
+    """Optuna logs an interrupted trial with its traceback; the CLI prints one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _interrupted
+
+
+@contextmanager
+def raising_signals() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into ``Interrupted`` (main thread only), once.
+
+    Later signals are ignored while the worker marks its trial and exits, so a Ctrl-C that
+    reaches both ``run`` and its worker processes is handled once.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        _interrupted.append(signum)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    log = logging.getLogger("optuna.study._optimize")
+    quiet = _QuietInterruptedTrial()
+    log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        log.removeFilter(quiet)
+        _interrupted.clear()
+
+
+def _load(storage: Any, name: str, url: StorageURL) -> StudySpec:
+    """The spec stored with study ``name``; refuses a missing study or one without a spec."""
+    import difflib
+
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        names = sorted(s.study_name for s in storage.get_all_studies())
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise StudyNotFoundError(
+            f"no study named {name!r} in {url.masked}{hint}; "
+            f"studies there: {', '.join(names) or 'none'}."
+        ) from None
+    spec = stored_spec(name, storage.get_study_user_attrs(study_id))
+    if spec is None:
+        raise SpecError(
+            f"study {name!r} in {url.masked} has no stored spec (it was not created by studyhall); "
+            "create it with `studyhall run SPEC` first."
+        )
+    return spec
+
+
+def _admit(study: Any, target: int | None, lock: Any, heartbeat: bool) -> str:
+    """``go`` (lock held until the trial exists), ``wait`` or ``done``."""
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+
+    if target is None:
+        return "go"
+    lock.acquire()
+    try:
+        trials = study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        )
+    except BaseException:
+        lock.release()
+        raise
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    finished = len(trials) - running
+    if finished + running < target:
+        return "go"
+    lock.release()
+    if finished >= target or not heartbeat:
+        return "done"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "experimental" since Optuna 2.9
+        fail_stale_trials(study)  # a dead worker's trial is failed and queued again here
+    return "wait"
+
+
+def _requeue(study: Any, trial: Any, max_retry: int | None) -> str:
+    """After an interrupt: make sure ``trial`` is FAIL and queue its copy; say what was done."""
+    from optuna.trial import TrialState
+
+    frozen = study._storage.get_trial(trial._trial_id)
+    if frozen.state == TrialState.RUNNING:
+        study.tell(trial, state=TrialState.FAIL)
+        frozen = study._storage.get_trial(trial._trial_id)
+    if frozen.state != TrialState.FAIL:
+        return f"trial {frozen.number} had finished ({frozen.state.name.lower()})"
+    before = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    retry_callback(max_retry)(study, frozen)
+    queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) > before
+    return f"trial {frozen.number} marked FAIL" + (" and queued again" if queued else "")
+
+
+def _work(
+    name: str,
+    url: StorageURL,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    worker: int | None = None,
+    heartbeat: Heartbeat | None = None,
+    storage: Any = None,
+    on_trial: Callable[[Any, Any], None] | None = None,
+) -> None:
+    """One worker's loop (see the module docstring); ``n_trials`` is the study's total."""
+    import optuna
+
+    heartbeat = heartbeat or Heartbeat.resolve()
+    storage = (
+        storage if storage is not None else open_storage(url, heartbeat=heartbeat, must_exist=True)
+    )
+    spec = _load(storage, name, url)
+    target = spec.budget if n_trials is None else spec.with_overrides(n_trials=n_trials).budget
+    timeout = spec.timeout if timeout is None else timeout
+    study_id = storage.get_study_id_from_name(name)
+    if spec.sampler.name == "grid":
+        # The grid's order is a shuffle by the seed: every worker and every resumed run must
+        # agree on it, or trial numbers map to different points and the grid repeats some.
+        seed = spec.seed
+    else:
+        seed = _sampler_seed(
+            spec.seed or 0, len(storage.get_all_trials(study_id, deepcopy=False)), worker
+        )
+    sampler = build_sampler(spec.sampler.name, spec.sampler.options, seed=seed, grid=spec.grid)
+    study = optuna.load_study(
+        study_name=name,
+        storage=storage,
+        sampler=sampler,
+        pruner=build_pruner(spec.pruner.name, spec.pruner.options),
+    )
+    beating = bool(getattr(study._storage, "get_heartbeat_interval", lambda: None)())
+    lock = admission_lock(storage, url, name, heartbeat.grace)
+    func = _TrialFunction(spec, on_start=lock.release)
+    callbacks: list[Callable[[Any, Any], None]] = [_FailureStreak()] + (
+        [on_trial] if on_trial else []
+    )
+    deadline = None if timeout is None else time.monotonic() + timeout
+    outage: float | None = None
+    waiting_logged = False
+    _logger.info("worker joined study %s on %s (target %s trials)", name, url.masked, target)
+    while deadline is None or time.monotonic() < deadline:
+        func.current = None
+        try:
+            decision = _admit(study, target, lock, beating)
+            if decision == "done":
+                break
+            if decision == "wait":
+                if not waiting_logged:
+                    _logger.info(
+                        "the study's last trials are running in other workers; waiting for "
+                        "them (a dead worker's trial is retried after the %d s grace period)",
+                        heartbeat.grace,
+                    )
+                    waiting_logged = True
+                time.sleep(POLL_S)
+                continue
+            try:
+                study.optimize(func, n_trials=1, callbacks=callbacks, catch=(_TrialFailed,))
+            finally:
+                lock.release()
+            outage = None
+        except Interrupted as exc:
+            lock.release()
+            if func.current is not None:
+                try:
+                    exc.detail = _requeue(study, func.current, heartbeat.max_retry)
+                except Exception as err:  # the storage is away: the heartbeat check recovers it
+                    exc.detail = f"trial {func.current.number} left to the heartbeat check ({err})"
+            raise
+        except Exception as exc:
+            lock.release()
+            if not is_transient(exc):
+                raise
+            outage = outage or time.monotonic()
+            waited = time.monotonic() - outage
+            if waited > OUTAGE_S:
+                raise StorageError(
+                    f"storage {url.masked} unreachable for {waited:.0f} s: {exc}"
+                ) from exc
+            delay = min(2 ** min(int(waited), 4) * 0.5, 8.0)
+            _logger.warning(
+                "storage %s unreachable (%s); retrying in %.1f s",
+                url.masked,
+                " ".join(str(exc).split())[:200],
+                delay,
+            )
+            time.sleep(delay)
+            continue
+        if getattr(study, "_stop_flag", False):  # a failure streak, or a grid sampler that is done
+            break
+
+
+def join_study(
+    name: str,
+    storage: str | None = None,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    heartbeat: Heartbeat | None = None,
+    threads: int | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> StudyHandle:
+    """Work on an existing study, from any machine, with the spec stored with it.
+
+    Args:
+        name: the study's name.
+        storage: its storage URL (default ``sqlite:///studyhall.db``).
+        n_trials: finished trials the study should hold (default: its stored budget).
+        timeout: seconds this worker may run (default: the stored spec's).
+        heartbeat: heartbeat settings (default: ``Heartbeat.resolve()``, 10 s / 30 s).
+        threads: cap on this process's CPU threads (set before Keras is first imported).
+        on_progress: called after each trial this worker finishes.
+
+    Returns:
+        A handle on the study.
+
+    Raises:
+        StudyNotFoundError: no such study. SpecError: it has no stored spec, or bad arguments.
+        StorageError: the storage cannot be reached (or stays away for ``OUTAGE_S``).
+        Interrupted: SIGINT/SIGTERM arrived (under ``raising_signals``); the trial was failed
+            and queued again.
+
+    Example:
+        >>> studyhall.join_study("beale-tpe", "postgresql://me@db/studies")  # doctest: +SKIP
+    """
+    import optuna
+
+    for key, value in (("n_trials", n_trials), ("threads", threads)):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            raise SpecError(f"`{key}` must be a positive integer; got {value!r}.")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+    ):
+        raise SpecError(f"`timeout` must be a positive number of seconds; got {timeout!r}.")
+    if threads is not None:
+        limit_threads(threads)
+    url = parse_url(storage)
+    if url.backend == "sqlite" and url.path is None:
+        raise SpecError(
+            "a worker cannot join an in-memory SQLite database; give a file or server URL."
+        )
+    heartbeat = heartbeat or Heartbeat.resolve()
+    work_storage = open_storage(url, heartbeat=heartbeat, must_exist=True)
+    spec = _load(work_storage, name, url)
+    study_id = work_storage.get_study_id_from_name(name)
+    target = spec.budget if n_trials is None else spec.with_overrides(n_trials=n_trials).budget
+
+    def on_trial(_study: Any, _trial: Any) -> None:
+        if on_progress is not None:
+            on_progress(poll(work_storage, study_id, target))
+
+    _work(
+        name,
+        url,
+        n_trials=n_trials,
+        timeout=timeout,
+        heartbeat=heartbeat,
+        storage=work_storage,
+        on_trial=on_trial,
+    )
+    return StudyHandle(optuna.load_study(study_name=name, storage=open_storage(url)), url)

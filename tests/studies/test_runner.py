@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import pytest
+
+import studyhall
+from studyhall import SpecError, open_study, run_study
+from studyhall.studies.runner import trial_seed
+from tests.conftest import beale_spec
+
+
+def test_a_study_resumes_where_it_stopped(sqlite_url, study_name):
+    run_study(beale_spec(study_name, n_trials=10), storage=sqlite_url)
+    handle = run_study(beale_spec(study_name, n_trials=10), storage=sqlite_url, n_trials=15)
+    numbers = [t.number for t in handle.trials()]
+    assert numbers == list(range(15))
+    assert handle.state_counts()["COMPLETE"] == 15
+
+
+def test_a_finished_study_runs_no_more_trials(sqlite_url, study_name):
+    run_study(beale_spec(study_name, n_trials=5), storage=sqlite_url)
+    handle = run_study(beale_spec(study_name, n_trials=5), storage=sqlite_url)
+    assert len(handle.trials()) == 5
+
+
+def test_two_workers_finish_a_40_trial_study_without_failures(sqlite_url, study_name):
+    handle = run_study(beale_spec(study_name, n_trials=40), storage=sqlite_url, workers=2)
+    counts = handle.state_counts()
+    assert counts["COMPLETE"] == 40
+    assert counts["FAIL"] == 0
+    assert len(handle.trials()) == 40
+    # Each worker ran with its own sampler seed: no two trials share parameters.
+    assert len({tuple(t.params.values()) for t in handle.trials()}) == 40
+
+
+def test_a_worker_joins_by_name_with_the_stored_spec(sqlite_url, study_name):
+    run_study(beale_spec(study_name, n_trials=3), storage=sqlite_url)
+    handle = open_study(study_name, sqlite_url)
+    assert handle.spec is not None
+    assert handle.spec.objective.name == "beale"
+    assert handle.spec.n_trials == 3
+
+
+def test_a_study_with_a_different_space_is_refused_and_left_alone(sqlite_url, study_name):
+    run_study(beale_spec(study_name, n_trials=3), storage=sqlite_url)
+    other = beale_spec(study_name, n_trials=6)
+    other["space"] = {"x": {"low": -1.0, "high": 1.0}, "y": {"low": -1.0, "high": 1.0}}
+    with pytest.raises(SpecError, match=rf"study '{study_name}' .* was created with a different space"):
+        run_study(other, storage=sqlite_url)
+    assert len(open_study(study_name, sqlite_url).trials()) == 3
+
+
+def test_a_study_with_a_different_objective_is_refused(sqlite_url, study_name):
+    run_study(beale_spec(study_name, n_trials=2), storage=sqlite_url)
+    other = {"name": study_name, "objective": "tests.objectives.helpers:fails_on_odd",
+             "space": {"a": [1, 2]}, "n_trials": 2}
+    with pytest.raises(SpecError, match="different objective and space"):
+        run_study(other, storage=sqlite_url)
+
+
+def test_a_study_made_by_plain_optuna_is_refused(sqlite_url, study_name):
+    import optuna
+
+    optuna.create_study(study_name=study_name, storage=sqlite_url)
+    with pytest.raises(SpecError, match="was not created by studyhall"):
+        run_study(beale_spec(study_name), storage=sqlite_url)
+
+
+def test_each_trial_stores_a_seed_derived_from_the_study_seed(sqlite_url, study_name):
+    handle = run_study(beale_spec(study_name, n_trials=4, seed=123), storage=sqlite_url)
+    seeds = [t.user_attrs["seed"] for t in handle.trials()]
+    assert seeds == [trial_seed(123, n) for n in range(4)]
+    assert len(set(seeds)) == 4
+
+
+def test_a_study_without_a_seed_gets_one_stored(sqlite_url, study_name):
+    spec = beale_spec(study_name, n_trials=2)
+    del spec["seed"]
+    handle = run_study(spec, storage=sqlite_url)
+    assert isinstance(handle.spec.seed, int)
+
+
+def test_the_same_seed_gives_the_same_trials(tmp_path):
+    a = run_study(beale_spec("same", n_trials=12, sampler="random"), storage=f"sqlite:///{tmp_path}/a.db")
+    b = run_study(beale_spec("same", n_trials=12, sampler="random"), storage=f"sqlite:///{tmp_path}/b.db")
+    assert [t.params for t in a.trials()] == [t.params for t in b.trials()]
+
+
+def test_a_resumed_random_study_does_not_replay_its_first_draws(sqlite_url, study_name):
+    run_study(beale_spec(study_name, n_trials=5, sampler="random"), storage=sqlite_url)
+    handle = run_study(beale_spec(study_name, n_trials=10, sampler="random"), storage=sqlite_url)
+    assert len({tuple(t.params.values()) for t in handle.trials()}) == 10
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(sqlite_url, study_name):
+    spec = {"name": study_name, "objective": "tests.objectives.helpers:fails_on_odd",
+            "space": {"a": {"low": 0.0, "high": 1.0}}, "n_trials": 6, "sampler": "random"}
+    handle = run_study(spec, storage=sqlite_url)
+    counts = handle.state_counts()
+    assert counts["FAIL"] >= 3
+    assert counts["COMPLETE"] == 6  # the budget counts finished trials, failures are retried
+    failed = handle.trials(["FAIL"])[0]
+    assert failed.user_attrs["fail_reason"] == f"RuntimeError: odd trial {failed.number}"
+
+
+def test_progress_is_reported_after_every_trial(sqlite_url, study_name):
+    seen = []
+    run_study(beale_spec(study_name, n_trials=5), storage=sqlite_url, on_progress=seen.append)
+    assert [p.finished for p in seen] == [1, 2, 3, 4, 5]
+    assert seen[-1].budget == 5
+    assert seen[-1].best_value == min(p.best_value for p in seen)
+
+
+def test_workers_must_be_positive(sqlite_url, study_name):
+    with pytest.raises(SpecError, match="`workers` must be a positive integer; got 0"):
+        run_study(beale_spec(study_name), storage=sqlite_url, workers=0)
+
+
+def test_a_registered_objective_runs_by_name(sqlite_url, study_name):
+    @studyhall.register_objective("parabola_test")
+    def parabola(trial, params):
+        return (params["x"] - 2.0) ** 2
+
+    handle = run_study({"name": study_name, "objective": "parabola_test", "n_trials": 30,
+                        "space": {"x": {"low": -10.0, "high": 10.0}}, "seed": 0}, storage=sqlite_url)
+    assert handle.best_trial.value < 1.0
+
+
+def test_a_multi_objective_study_has_a_pareto_front(sqlite_url, study_name):
+    spec = {"name": study_name, "objective": "tests.objectives.helpers:two_values",
+            "space": {"a": {"low": 0.0, "high": 1.0}}, "directions": ["minimize", "maximize"],
+            "sampler": "nsga2", "n_trials": 8}
+    handle = run_study(spec, storage=sqlite_url)
+    assert handle.directions == ("minimize", "maximize")
+    assert len(handle.best_trials) >= 1
+    with pytest.raises(ValueError):
+        _ = handle.best_trial
