@@ -1,0 +1,185 @@
+"""One contender per function; each runs in a fresh process (the Keras backend is per process)
+and prints one JSON line: seconds per trial and the best validation accuracy.
+
+P1's space is the seed article's breast-cancer grid. Optuna contenders walk the same shuffled
+grid (GridSampler, same seed), so they train exactly the same configurations in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+GRID = {
+    "units": [1, 32, 64],
+    "activation": ["linear", "relu"],
+    "dropout": [0.0, 0.3, 0.6],
+    "batch_size": [4, 16, 32],
+    "learning_rate": [0.01, 0.1, 0.5, 1.0],
+}
+SEED = 42
+
+
+def _quiet() -> None:
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("studyhall").setLevel(logging.WARNING)
+
+
+def _data() -> Any:
+    from studyhall.objectives.datasets import breast_cancer
+
+    return breast_cancer()
+
+
+def optuna_keras_fit(trials: int, epochs: int, workdir: str) -> dict[str, Any]:
+    """Plain Optuna + Keras ``fit``, written as Optuna's Keras example does it (SQLite storage)."""
+    import keras
+    import optuna
+
+    _quiet()
+    d = _data()
+
+    def objective(trial: optuna.Trial) -> float:
+        keras.backend.clear_session()
+        units = trial.suggest_categorical("units", GRID["units"])
+        activation = trial.suggest_categorical("activation", GRID["activation"])
+        dropout = trial.suggest_categorical("dropout", GRID["dropout"])
+        batch_size = trial.suggest_categorical("batch_size", GRID["batch_size"])
+        lr = trial.suggest_categorical("learning_rate", GRID["learning_rate"])
+        model = keras.Sequential([
+            keras.Input((d.x_train.shape[1],)),
+            keras.layers.Dense(units, activation=activation),
+            keras.layers.Dropout(dropout),
+            keras.layers.Dense(1),
+        ])
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr),
+                      loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)])
+        history = model.fit(d.x_train, d.y_train, batch_size=batch_size, epochs=epochs,
+                            validation_data=(d.x_val, d.y_val), verbose=0).history
+        accs = [a for a in history["val_accuracy"] if a == a]
+        return max(accs) if accs else 0.0
+
+    study = optuna.create_study(
+        direction="maximize", storage=f"sqlite:///{workdir}/optuna.db",
+        sampler=optuna.samplers.GridSampler(GRID, seed=SEED),
+    )
+    start = time.perf_counter()
+    study.optimize(objective, n_trials=trials)
+    elapsed = time.perf_counter() - start
+    return {"seconds_per_trial": elapsed / trials, "best": study.best_value,
+            "backend": keras.backend.backend()}
+
+
+def studyhall_run(trials: int, epochs: int, workdir: str) -> dict[str, Any]:
+    """studyhall on its default storage and training loop, same grid, same seed, no pruning."""
+    import studyhall
+
+    _quiet()
+    _data()  # loaded once per process, as a worker does; excluded like the peers' data loading
+    spec = {"name": "bench", "objective": {"name": "breast_cancer", "epochs": epochs, "optimizer": "sgd"},
+            "space": GRID, "sampler": "grid", "seed": SEED}
+    start = time.perf_counter()
+    handle = studyhall.run_study(spec, n_trials=trials, storage=f"sqlite:///{workdir}/studyhall.db")
+    elapsed = time.perf_counter() - start
+    values = [t.value for t in handle.trials(["COMPLETE"])]
+    import keras
+
+    return {"seconds_per_trial": elapsed / trials, "best": max(values) if values else 0.0,
+            "backend": keras.backend.backend()}
+
+
+def keras_tuner(trials: int, epochs: int, workdir: str) -> dict[str, Any]:
+    """KerasTuner's RandomSearch over the same space (its own draws), same epochs and holdout."""
+    import keras
+    import keras_tuner as kt
+
+    d = _data()
+
+    def build(hp: Any) -> Any:
+        model = keras.Sequential([
+            keras.Input((d.x_train.shape[1],)),
+            keras.layers.Dense(hp.Choice("units", GRID["units"]),
+                               activation=hp.Choice("activation", GRID["activation"])),
+            keras.layers.Dropout(hp.Choice("dropout", GRID["dropout"])),
+            keras.layers.Dense(1),
+        ])
+        model.compile(optimizer=keras.optimizers.SGD(hp.Choice("learning_rate", GRID["learning_rate"])),
+                      loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)])
+        return model
+
+    class Tuner(kt.RandomSearch):
+        def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+            kwargs["batch_size"] = trial.hyperparameters.Choice("batch_size", GRID["batch_size"])
+            return super().run_trial(trial, *args, **kwargs)
+
+    tuner = Tuner(build, objective=kt.Objective("val_accuracy", "max"), max_trials=trials,
+                  seed=SEED, directory=workdir, project_name="kt", overwrite=True)
+    start = time.perf_counter()
+    tuner.search(d.x_train, d.y_train, epochs=epochs, validation_data=(d.x_val, d.y_val), verbose=0)
+    elapsed = time.perf_counter() - start
+    best = tuner.oracle.get_best_trials(1)[0].score
+    return {"seconds_per_trial": elapsed / trials, "best": float(best or 0.0),
+            "backend": keras.backend.backend()}
+
+
+def noop_optuna_default(trials: int, url: str) -> dict[str, Any]:
+    """A no-op trial (two suggestions) through Optuna's default RDB storage settings."""
+    import optuna
+
+    _quiet()
+    study = optuna.create_study(storage=url, study_name=f"noop-{os.getpid()}-{time.time_ns()}")
+    start = time.perf_counter()
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_float("y", 0, 1), n_trials=trials)
+    elapsed = time.perf_counter() - start
+    optuna.delete_study(study_name=study.study_name, storage=url)
+    return {"seconds_per_trial": elapsed / trials, "best": 0.0}
+
+
+def noop_studyhall(trials: int, url: str) -> dict[str, Any]:
+    """The same no-op trial through studyhall's tuned storage for that URL."""
+    import optuna
+
+    from studyhall.storage import open_storage
+
+    _quiet()
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name=f"noop-{os.getpid()}-{time.time_ns()}")
+    start = time.perf_counter()
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_float("y", 0, 1), n_trials=trials)
+    elapsed = time.perf_counter() - start
+    optuna.delete_study(study_name=study.study_name, storage=storage)
+    return {"seconds_per_trial": elapsed / trials, "best": 0.0}
+
+
+TRAINING = {"optuna-keras-fit": optuna_keras_fit, "studyhall": studyhall_run,
+            "studyhall-warm": studyhall_run, "keras-tuner": keras_tuner}
+NOOP = {"optuna-default": noop_optuna_default, "studyhall": noop_studyhall}
+
+
+def main() -> None:
+    kind, name, trials = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    with tempfile.TemporaryDirectory() as workdir:
+        if name == "studyhall":
+            # Cold: compile everything, as a first run on a new machine does. "studyhall-warm"
+            # keeps the persistent compile cache the harness gives it across rounds.
+            os.environ["STUDYHALL_JAX_CACHE"] = os.path.join(workdir, "jax-cache")
+        if kind == "train":
+            result = TRAINING[name](trials, int(sys.argv[4]), workdir)
+        else:
+            url = sys.argv[4].replace("{tmp}", workdir)
+            result = NOOP[name](trials, url)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

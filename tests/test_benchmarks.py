@@ -1,0 +1,23 @@
+"""Smoke test: the benchmark command runs every contender end to end with a tiny budget."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_benchmark_command_runs_with_a_tiny_budget():
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "all", "--rounds", "1", "--trials", "1", "--epochs", "1",
+         "--noop-trials", "5", "--p2-backends", "sqlite"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    for contender in ("optuna-keras-fit (tensorflow)", "optuna-keras-fit (jax)", "keras-tuner (tensorflow)",
+                      "studyhall (jax)", "studyhall-warm (jax)", "optuna-default"):
+        assert f"| {contender} |" in out
+    assert "### P1:" in out and "### P2: no-op trial on sqlite" in out
