@@ -69,8 +69,11 @@ def _reason(exc: BaseException) -> str:
 def _storage_class() -> type:
     from optuna.storages import RDBStorage
 
-    class HeartbeatRDBStorage(RDBStorage):
-        """RDBStorage whose heartbeat thread survives a lost connection."""
+    from studyhall.storage._mirror import OwnTrialsMirror
+
+    class HeartbeatRDBStorage(OwnTrialsMirror, RDBStorage):
+        """RDBStorage whose heartbeat thread survives a lost connection and that never reads
+        back the trials it runs (see ``_mirror.py``)."""
 
         def record_heartbeat(self, trial_id: int) -> None:
             try:

@@ -1,0 +1,138 @@
+"""Keep the trials this process runs in memory, so the storage never reads them back.
+
+Optuna's ``_CachedStorage`` caches finished trials only: while a trial runs, every sampler call
+(``study._get_trials``, three per no-op trial with TPE) and every ``get_trial`` re-reads it from
+the database with its params, values and attributes: six queries each, ~27 of a no-op trial's
+47 statements. All writes to a trial this process runs pass through this storage object, so a
+copy kept up to date here is exact. Writes still go to the database first (and still check
+there that the trial is RUNNING: a worker whose trial another worker failed as stale must
+not overwrite it), so durability is unchanged. When the trial finishes, only its times are
+read back (the database's own: MySQL keeps whole seconds), and the finished copy is handed to
+Optuna's cache once. A no-op TPE trial then takes 23 statements instead of 47.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Container
+from typing import Any
+
+__all__ = ["OwnTrialsMirror"]
+
+
+class OwnTrialsMirror:
+    """Mixin for ``RDBStorage``: serve the running trials this process created from memory."""
+
+    _own: dict[int, Any]
+
+    def _own_trials(self) -> dict[int, Any]:
+        if "_own" not in self.__dict__:
+            self._own = {}
+        return self._own
+
+    def _create_new_trial(self, study_id: int, template_trial: Any = None) -> Any:
+        trial = super()._create_new_trial(study_id, template_trial)  # type: ignore[misc]
+        # RUNNING only: a WAITING one (a retry queued for any worker) is not this process's to
+        # run; mirroring it would later hand `tell` a stale WAITING copy of a trial now RUNNING.
+        if trial.state.name == "RUNNING":
+            self._own_trials()[trial._trial_id] = copy.deepcopy(trial)
+        return trial
+
+    def get_trial(self, trial_id: int) -> Any:
+        own = self._own_trials().get(trial_id)
+        if own is not None:
+            return copy.deepcopy(own)
+        return super().get_trial(trial_id)  # type: ignore[misc]
+
+    def _get_trials(
+        self,
+        study_id: int,
+        states: Container[Any] | None,
+        included_trial_ids: set[int],
+        trial_id_greater_than: int,
+    ) -> list[Any]:
+        own = self._own_trials()
+        if not own or states is not None:
+            return super()._get_trials(  # type: ignore[misc]
+                study_id, states, included_trial_ids, trial_id_greater_than
+            )
+        # One light query for the ids, then the full load of the others' trials only.
+        ids = self._trial_ids(study_id, included_trial_ids, trial_id_greater_than)
+        mine = [copy.deepcopy(own[i]) for i in ids if i in own]
+        for trial in mine:  # a finished one is handed over once: the caller's cache keeps it
+            if trial.state.is_finished():
+                del own[trial._trial_id]
+        others = ids - {t._trial_id for t in mine}
+        if others:
+            loaded = super()._get_trials(  # type: ignore[misc]
+                study_id, None, others, max(ids)
+            )
+            mine += [t for t in loaded if t._trial_id in others or t._trial_id > max(ids)]
+        return sorted(mine, key=lambda t: t._trial_id)
+
+    def _trial_ids(self, study_id: int, included: set[int], greater_than: int) -> set[int]:
+        import sqlalchemy
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        trials = models.TrialModel
+        where = trials.trial_id > greater_than
+        included = {i for i in included if i <= greater_than}
+        if included:
+            where = sqlalchemy.or_(trials.trial_id.in_(included), where)
+        with _create_scoped_session(self.scoped_session) as session:  # type: ignore[attr-defined]
+            rows = session.query(trials.trial_id).filter(trials.study_id == study_id, where)
+            return {row[0] for row in rows}
+
+    def _set_trial_param(self, trial_id: int, name: str, value: float, dist: Any,
+                         previous: Any) -> None:
+        super()._set_trial_param(trial_id, name, value, dist, previous)  # type: ignore[misc]
+        own = self._own_trials().get(trial_id)
+        if own is not None:
+            own.params[name] = dist.to_external_repr(value)
+            own.distributions[name] = dist
+
+    def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
+        own = self._own_trials()
+        try:
+            changed = bool(super().set_trial_state_values(trial_id, state, values))  # type: ignore[misc]
+        except BaseException:
+            own.pop(trial_id, None)  # refused (another worker failed it as stale): read it back
+            raise
+        trial = own.get(trial_id)
+        if trial is None:
+            return changed
+        if not changed:
+            del own[trial_id]
+        elif state.is_finished():
+            # Only the times are the database's own (MySQL keeps whole seconds): one small read.
+            trial.state = state
+            trial.values = None if values is None else [float(v) for v in values]
+            trial.datetime_start, trial.datetime_complete = self._times(trial_id)
+        return changed
+
+    def _times(self, trial_id: int) -> tuple[Any, Any]:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(self.scoped_session) as session:  # type: ignore[attr-defined]
+            row = models.TrialModel.find_or_raise_by_id(trial_id, session)  # no relations loaded
+            return row.datetime_start, row.datetime_complete
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, value: float) -> None:
+        super().set_trial_intermediate_value(trial_id, step, value)  # type: ignore[misc]
+        own = self._own_trials().get(trial_id)
+        if own is not None:
+            own.intermediate_values[step] = value
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        super().set_trial_user_attr(trial_id, key, value)  # type: ignore[misc]
+        own = self._own_trials().get(trial_id)
+        if own is not None:
+            own.user_attrs[key] = copy.deepcopy(value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        super().set_trial_system_attr(trial_id, key, value)  # type: ignore[misc]
+        own = self._own_trials().get(trial_id)
+        if own is not None:
+            own.system_attrs[key] = copy.deepcopy(value)
