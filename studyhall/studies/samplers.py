@@ -37,7 +37,9 @@ _RESERVED = {"seed", "search_space"}
 def sampler_option_names(name: str) -> list[str]:
     """The keyword options Optuna's sampler ``name`` accepts (besides ``seed``)."""
     params = inspect.signature(_classes()[name]).parameters
-    return [p for p in params if p not in _RESERVED and p != "self"]
+    names = [p for p in params if p not in _RESERVED and p != "self"]
+    # studyhall's TPE models at most this many trials (see _tpe.py); None: all, as Optuna's.
+    return names + ["max_history"] if name == "tpe" else names
 
 
 def build_sampler(
@@ -60,4 +62,8 @@ def build_sampler(
         kwargs["search_space"] = {k: list(v) for k, v in grid.items()}
     if "seed" in inspect.signature(cls).parameters:
         kwargs["seed"] = seed
+    if name == "tpe":
+        from studyhall.studies._tpe import BoundedTPESampler
+
+        return BoundedTPESampler(**kwargs)
     return cls(**kwargs)
