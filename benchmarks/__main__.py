@@ -1,4 +1,4 @@
-"""Run the comparisons: ``python -m benchmarks all|p1|p2 [--rounds R] [--trials N] [--epochs E]``.
+"""Run the comparisons: ``python -m benchmarks all|p1|p2|p3|p4|p5|p7 [--rounds R] [--trials N]``.
 
 Each contender runs in a fresh process; rounds alternate the contenders (in rotated order) so
 machine noise hits them alike; the table gives the median, the spread (min-max) and the ratio to
@@ -22,6 +22,7 @@ from benchmarks._contenders import NOOP, TRAINING
 
 P1_CONTENDERS = [("optuna-keras-fit", "tensorflow"), ("optuna-keras-fit", "jax"),
                  ("keras-tuner", "tensorflow"), ("studyhall", "jax"), ("studyhall-warm", "jax")]
+SEED_P3 = 42
 P2_URLS = {"sqlite": "sqlite:///{tmp}/noop.db",
            "postgresql": os.environ.get("STUDYHALL_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")}
 
@@ -92,16 +93,99 @@ def p2(rounds: int, trials: int, backends: list[str]) -> str:
     return "\n\n".join(tables)
 
 
+def p3(rounds: int, epochs: int) -> str:
+    """TPE + pruning against the full grid: wall time to reach the grid's best (- 0.5 points)."""
+    grid = _run(["grid", "grid", str(SEED_P3), str(epochs)])
+    target = grid["best"] - 0.005
+    runs = [_run(["tpe", "tpe", str(SEED_P3 + r), str(epochs), str(target)]) for r in range(rounds)]
+    for r in runs:
+        print(f"  tpe: {r['trials']} trials, {r['seconds']:.1f} s, best {r['best']:.4f}",
+              file=sys.stderr, flush=True)
+    secs = statistics.median(r["seconds"] for r in runs)
+    reached = sum(r["best"] >= target for r in runs)
+    return "\n".join([
+        f"### P3: TPE + median pruning vs the full 216-configuration grid, {epochs} epochs",
+        "", "| contender | wall s (median) | spread | trials (median) | best val. accuracy | share of grid time |",
+        "|---|---|---|---|---|---|",
+        f"| grid (216 configs) | {grid['seconds']:.1f} | - | 216 | {grid['best']:.4f} | 100% |",
+        f"| tpe + median pruning, {rounds} seeds ({reached} reached {target:.4f}) | {secs:.1f} | "
+        f"{min(r['seconds'] for r in runs):.1f}-{max(r['seconds'] for r in runs):.1f} | "
+        f"{statistics.median(r['trials'] for r in runs):.0f} | "
+        f"{statistics.median(r['best'] for r in runs):.4f} | {100 * secs / grid['seconds']:.0f}% |",
+    ])
+
+
+def p4(rounds: int, trials: int, epochs: int) -> str:
+    rows: dict[int, list[float]] = {1: [], 2: []}
+    for r in range(rounds):
+        for w in ((1, 2) if r % 2 == 0 else (2, 1)):
+            rows[w].append(_run(["workers", str(w), str(trials), str(epochs)])["trials_per_second"])
+    one = statistics.median(rows[1])
+    out = [f"### P4: trial throughput of 1 and 2 worker processes ({trials} breast-cancer trials, "
+           f"{epochs} epochs, random sampler, {rounds} rounds)", "",
+           "| workers | trials/s (median) | spread | vs 1 worker |", "|---|---|---|---|"]
+    for w, v in rows.items():
+        out.append(f"| {w} | {statistics.median(v):.3g} | {min(v):.3g}-{max(v):.3g} | "
+                   f"{statistics.median(v) / one:.2f}x |")
+    return "\n".join(out)
+
+
+def p5(trials: int, epochs: int) -> str:
+    rss = _run(["memory", "memory", str(trials), str(epochs)])["rss_mb"]
+    marks = [m for m in (1, 10, 50, 100, 150, 200, len(rss)) if m <= len(rss)]
+    cells = " | ".join(f"{rss[m - 1]:.0f}" for m in dict.fromkeys(marks))
+    return "\n".join([
+        f"### P5: resident memory (MB) of one worker over {len(rss)} breast-cancer-tpe trials", "",
+        "| trials done | " + " | ".join(str(m) for m in dict.fromkeys(marks)) + " | growth 10 -> end |",
+        "|---" * (len(dict.fromkeys(marks)) + 2) + "|",
+        f"| RSS | {cells} | {rss[-1] - rss[min(9, len(rss) - 1)]:+.0f} MB |",
+    ])
+
+
+def p7(sizes: list[int], backends: list[str]) -> str:
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in backends:
+            url = P2_URLS[backend].replace("{tmp}", tmp)
+            rows = []
+            for which in ("optuna-default", "studyhall"):
+                results = [_run(["growth", which, str(n), url]) for n in sizes]
+                rows.append((which, results))
+            head = " | ".join(f"no-op ms at {n}" for n in sizes)
+            out += [f"### P7: cost as a study grows, {backend}", "",
+                    f"| contender | {head} | growth | TPE s/trial at {sizes[-1]} |",
+                    "|---" * (len(sizes) + 3) + "|"]
+            for which, results in rows:
+                ms = [r["seconds_per_trial"] * 1000 for r in results]
+                out.append(f"| {which} | " + " | ".join(f"{m:.1f}" for m in ms) +
+                           f" | {ms[-1] / ms[0]:.2f}x | {results[-1]['tpe_seconds_per_trial']:.2f} |")
+            out.append("")
+            print("\n".join(out[-(len(rows) + 5):]), file=sys.stderr, flush=True)
+            if backend != "sqlite":
+                import optuna
+
+                for n in sizes:
+                    optuna.delete_study(study_name=f"p7-{n}", storage=url)
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
-    parser.add_argument("which", choices=["all", "p1", "p2"])
+    parser.add_argument("which", help="all, or a comma-separated list of p1 p2 p3 p4 p5 p7")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=10, help="P1 trials per contender and round")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--noop-trials", type=int, default=200)
     parser.add_argument("--contenders", help="P1 subset, e.g. studyhall,optuna-keras-fit")
     parser.add_argument("--p2-backends", default="sqlite,postgresql")
+    parser.add_argument("--p4-trials", type=int, default=60)
+    parser.add_argument("--p5-trials", type=int, default=200)
+    parser.add_argument("--p7-sizes", default="50,10000")
     args = parser.parse_args(argv)
+    known = ("p1", "p2", "p3", "p4", "p5", "p7")
+    which = set(known if args.which == "all" else args.which.split(","))
+    if not which <= set(known):
+        parser.error(f"unknown comparison(s) {sorted(which - set(known))}; choose from {known}")
     contenders = P1_CONTENDERS
     if args.contenders:
         wanted = args.contenders.split(",")
@@ -109,11 +193,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# studyhall benchmarks, {date.today()}, {platform.machine()} {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}")
     print(f"command: python -m benchmarks {' '.join(argv if argv is not None else sys.argv[1:])}\n")
-    if args.which in ("all", "p1"):
+    if "p1" in which:
         print(p1(args.rounds, args.trials, args.epochs, contenders), flush=True)
         print()
-    if args.which in ("all", "p2"):
+    if "p2" in which:
         print(p2(args.rounds, args.noop_trials, args.p2_backends.split(",")), flush=True)
+        print()
+    if "p3" in which:
+        print(p3(args.rounds, args.epochs), flush=True)
+        print()
+    if "p4" in which:
+        print(p4(args.rounds, args.p4_trials, args.epochs), flush=True)
+        print()
+    if "p5" in which:
+        print(p5(args.p5_trials, args.epochs), flush=True)
+        print()
+    if "p7" in which:
+        sizes = [int(n) for n in args.p7_sizes.split(",")]
+        print(p7(sizes, args.p2_backends.split(",")), flush=True)
     return 0
 
 

@@ -161,6 +161,128 @@ def noop_studyhall(trials: int, url: str) -> dict[str, Any]:
     return {"seconds_per_trial": elapsed / trials, "best": 0.0}
 
 
+def _grid_spec(epochs: int, sampler: Any, pruner: Any = "none", seed: int = SEED) -> dict[str, Any]:
+    space = GRID if sampler == "grid" else {k: list(v) for k, v in GRID.items()}
+    return {"name": "bench", "objective": {"name": "breast_cancer", "epochs": epochs,
+                                           "optimizer": "sgd"},
+            "space": space, "sampler": sampler, "pruner": pruner, "seed": seed}
+
+
+def search_grid(epochs: int, seed: int, workdir: str) -> dict[str, Any]:
+    """P3 baseline: the whole 216-configuration grid, no pruning."""
+    import studyhall
+
+    _quiet()
+    _data()
+    start = time.perf_counter()
+    handle = studyhall.run_study(_grid_spec(epochs, "grid"), n_trials=216,
+                                 storage=f"sqlite:///{workdir}/grid.db")
+    elapsed = time.perf_counter() - start
+    return {"seconds": elapsed, "best": handle.best_trial.value, "trials": 216}
+
+
+def search_tpe(epochs: int, seed: int, workdir: str, target: float) -> dict[str, Any]:
+    """P3: TPE + median pruning on the same space until it reaches ``target`` (or 216 trials).
+
+    The study is resumed 4 trials at a time, so the run stops at the first check past target.
+    """
+    import studyhall
+
+    _quiet()
+    _data()
+    spec = _grid_spec(epochs, {"name": "tpe", "n_startup_trials": 8},
+                      {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 5}, seed)
+    start = time.perf_counter()
+    best, n = 0.0, 0
+    while best < target and n < 216:
+        n += 4
+        handle = studyhall.run_study(spec, n_trials=n, storage=f"sqlite:///{workdir}/tpe.db")
+        best = handle.best_trial.value if handle.best_trial else 0.0
+    return {"seconds": time.perf_counter() - start, "best": best, "trials": n}
+
+
+def throughput(workers: int, trials: int, epochs: int, workdir: str) -> dict[str, Any]:
+    """P4: finished trials per second of ``workers`` processes on one study (steady state:
+    from the first trial's start to the last trial's end, so process start-up is excluded)."""
+    import studyhall
+
+    _quiet()
+    spec = _grid_spec(epochs, "random")
+    handle = studyhall.run_study(spec, n_trials=trials, workers=workers,
+                                 storage=f"sqlite:///{workdir}/p4.db")
+    done = [t for t in handle.trials() if t.datetime_complete]
+    span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done))
+    return {"trials_per_second": len(done) / span.total_seconds(), "trials": len(done)}
+
+
+def memory(trials: int, epochs: int, workdir: str) -> dict[str, Any]:
+    """P5: resident memory of one worker over ``trials`` breast-cancer trials (TPE preset space)."""
+    import psutil
+
+    import studyhall
+
+    _quiet()
+    proc = psutil.Process()
+    rss: list[float] = []
+
+    def on_progress(_p: Any) -> None:
+        rss.append(proc.memory_info().rss / 2**20)
+
+    studyhall.run_study("breast-cancer-tpe", n_trials=trials, seed=SEED,
+                        storage=f"sqlite:///{workdir}/p5.db", on_progress=on_progress)
+    return {"rss_mb": rss}
+
+
+def _seed_trials(url: str, name: str, n: int) -> None:
+    import optuna
+
+    from studyhall.storage import open_storage
+
+    # Untimed set-up: through the fast storage, so 10,000 trials take seconds, not minutes.
+    study = optuna.create_study(storage=open_storage(url), study_name=name)
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1),
+            "y": optuna.distributions.FloatDistribution(0, 1)}
+    rng = __import__("random").Random(0)
+    study.add_trials([optuna.trial.create_trial(
+        params={"x": rng.random(), "y": rng.random()}, distributions=dist, value=rng.random())
+        for _ in range(n)])
+
+
+def growth(size: int, url: str, which: str) -> dict[str, Any]:
+    """P7: a no-op trial (random sampler) and a TPE trial in a study of ``size`` trials
+    (Optuna's TPE, or studyhall's, which models at most 1,000 of them)."""
+    import optuna
+
+    from studyhall.storage import open_storage
+
+    _quiet()
+    name = f"p7-{size}"
+    try:
+        optuna.load_study(study_name=name, storage=url)
+    except KeyError:
+        _seed_trials(url, name, size)
+    storage = open_storage(url) if which == "studyhall" else url
+    study = optuna.load_study(study_name=name, storage=storage,
+                              sampler=optuna.samplers.RandomSampler(seed=1))
+    def f(t: Any) -> float:
+        return t.suggest_float("x", 0, 1) + t.suggest_float("y", 0, 1)
+
+    study.optimize(f, n_trials=2)  # loads the study's trials into this process once
+    start = time.perf_counter()
+    study.optimize(f, n_trials=50)
+    noop = (time.perf_counter() - start) / 50
+    if which == "studyhall":
+        from studyhall.studies.samplers import build_sampler
+
+        study.sampler = build_sampler("tpe", {}, seed=1)
+    else:
+        study.sampler = optuna.samplers.TPESampler(seed=1)
+    start = time.perf_counter()
+    study.optimize(f, n_trials=3)
+    tpe = (time.perf_counter() - start) / 3
+    return {"seconds_per_trial": noop, "tpe_seconds_per_trial": tpe}
+
+
 TRAINING = {"optuna-keras-fit": optuna_keras_fit, "studyhall": studyhall_run,
             "studyhall-warm": studyhall_run, "keras-tuner": keras_tuner}
 NOOP = {"optuna-default": noop_optuna_default, "studyhall": noop_studyhall}
@@ -175,6 +297,16 @@ def main() -> None:
             os.environ["STUDYHALL_JAX_CACHE"] = os.path.join(workdir, "jax-cache")
         if kind == "train":
             result = TRAINING[name](trials, int(sys.argv[4]), workdir)
+        elif kind == "grid":
+            result = search_grid(int(sys.argv[4]), trials, workdir)
+        elif kind == "tpe":
+            result = search_tpe(int(sys.argv[4]), trials, workdir, float(sys.argv[5]))
+        elif kind == "workers":
+            result = throughput(int(name), trials, int(sys.argv[4]), workdir)
+        elif kind == "memory":
+            result = memory(trials, int(sys.argv[4]), workdir)
+        elif kind == "growth":
+            result = growth(trials, sys.argv[4], name)
         else:
             url = sys.argv[4].replace("{tmp}", workdir)
             result = NOOP[name](trials, url)

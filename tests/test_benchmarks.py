@@ -11,8 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_the_benchmark_command_runs_with_a_tiny_budget():
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "all", "--rounds", "1", "--trials", "1", "--epochs", "1",
-         "--noop-trials", "5", "--p2-backends", "sqlite"],
+        [sys.executable, "-m", "benchmarks", "p1,p2,p4,p5,p7", "--rounds", "1", "--trials", "1",
+         "--epochs", "1", "--noop-trials", "5", "--p2-backends", "sqlite", "--p4-trials", "4",
+         "--p5-trials", "3", "--p7-sizes", "5,20"],
         capture_output=True, text=True, cwd=ROOT, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -21,3 +22,4 @@ def test_the_benchmark_command_runs_with_a_tiny_budget():
                       "studyhall (jax)", "studyhall-warm (jax)", "optuna-default"):
         assert f"| {contender} |" in out
     assert "### P1:" in out and "### P2: no-op trial on sqlite" in out
+    assert "| 2 |" in out and "### P5:" in out and "no-op ms at 20" in out

@@ -17,29 +17,27 @@ import copy
 from collections.abc import Container
 from typing import Any
 
+from optuna.trial import TrialState
+
 __all__ = ["OwnTrialsMirror"]
 
 
 class OwnTrialsMirror:
     """Mixin for ``RDBStorage``: serve the running trials this process created from memory."""
 
-    _own: dict[int, Any]
-
-    def _own_trials(self) -> dict[int, Any]:
-        if "_own" not in self.__dict__:
-            self._own = {}
-        return self._own
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._own: dict[int, Any] = {}
+        super().__init__(*args, **kwargs)
 
     def _create_new_trial(self, study_id: int, template_trial: Any = None) -> Any:
         trial = super()._create_new_trial(study_id, template_trial)  # type: ignore[misc]
-        # RUNNING only: a WAITING one (a retry queued for any worker) is not this process's to
-        # run; mirroring it would later hand `tell` a stale WAITING copy of a trial now RUNNING.
-        if trial.state.name == "RUNNING":
-            self._own_trials()[trial._trial_id] = copy.deepcopy(trial)
+        # Only a trial this process runs: a WAITING one (a retry queued here) is anyone's.
+        if trial.state == TrialState.RUNNING:
+            self._own[trial._trial_id] = copy.deepcopy(trial)
         return trial
 
     def get_trial(self, trial_id: int) -> Any:
-        own = self._own_trials().get(trial_id)
+        own = self._own.get(trial_id)
         if own is not None:
             return copy.deepcopy(own)
         return super().get_trial(trial_id)  # type: ignore[misc]
@@ -51,7 +49,7 @@ class OwnTrialsMirror:
         included_trial_ids: set[int],
         trial_id_greater_than: int,
     ) -> list[Any]:
-        own = self._own_trials()
+        own = self._own
         if not own or states is not None:
             return super()._get_trials(  # type: ignore[misc]
                 study_id, states, included_trial_ids, trial_id_greater_than
@@ -87,13 +85,13 @@ class OwnTrialsMirror:
     def _set_trial_param(self, trial_id: int, name: str, value: float, dist: Any,
                          previous: Any) -> None:
         super()._set_trial_param(trial_id, name, value, dist, previous)  # type: ignore[misc]
-        own = self._own_trials().get(trial_id)
+        own = self._own.get(trial_id)
         if own is not None:
             own.params[name] = dist.to_external_repr(value)
             own.distributions[name] = dist
 
     def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
-        own = self._own_trials()
+        own = self._own
         try:
             changed = bool(super().set_trial_state_values(trial_id, state, values))  # type: ignore[misc]
         except BaseException:
@@ -121,18 +119,18 @@ class OwnTrialsMirror:
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, value: float) -> None:
         super().set_trial_intermediate_value(trial_id, step, value)  # type: ignore[misc]
-        own = self._own_trials().get(trial_id)
+        own = self._own.get(trial_id)
         if own is not None:
             own.intermediate_values[step] = value
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         super().set_trial_user_attr(trial_id, key, value)  # type: ignore[misc]
-        own = self._own_trials().get(trial_id)
+        own = self._own.get(trial_id)
         if own is not None:
             own.user_attrs[key] = copy.deepcopy(value)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         super().set_trial_system_attr(trial_id, key, value)  # type: ignore[misc]
-        own = self._own_trials().get(trial_id)
+        own = self._own.get(trial_id)
         if own is not None:
             own.system_attrs[key] = copy.deepcopy(value)

@@ -87,3 +87,12 @@ def test_other_workers_trials_are_seen_while_they_run(tmp_path):
     other.tell(running_other, 2.0)
     mine.tell(running_mine, 1.0)
     assert [t.value for t in mine.get_trials()] == [1.0, 2.0]
+
+
+def test_a_trial_queued_here_and_run_elsewhere_is_seen_as_it_is(tmp_path):
+    url = f"sqlite:///{tmp_path / 'queued.db'}"
+    mine = optuna.create_study(storage=open_storage(url), study_name="s")
+    mine.enqueue_trial({"x": 0.5})  # e.g. a dead worker's trial queued again by this worker
+    other = optuna.load_study(study_name="s", storage=open_storage(url))
+    other.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    assert [(t.state, t.value) for t in mine.get_trials()] == [(TrialState.COMPLETE, 0.5)]
