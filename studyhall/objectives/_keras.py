@@ -196,7 +196,8 @@ class _Reporter:
         self.since_best = 0
         self.history: dict[str, list[float]] = {"loss": [], "val_loss": [], "val_accuracy": []}
 
-    def __call__(self, epoch: int, logs: Any) -> None:
+    def __call__(self, epoch: int, logs: Any) -> bool:
+        """Record one epoch; return whether it is the best so far (its weights are kept)."""
         for key, values in self.history.items():
             values.append(float(logs[key]))
         loss = self.history["loss"][-1]
@@ -210,10 +211,11 @@ class _Reporter:
             raise _stop(self.trial, f"pruned at epoch {epoch} ({self.monitor}={value:.4g})")
         if self.best is None or (value > self.best if self.maximize else value < self.best):
             self.best, self.since_best = value, 0
-        else:
-            self.since_best += 1
+            return True
+        self.since_best += 1
         if self.patience and self.since_best >= self.patience:
             raise _EarlyStop(epoch)
+        return False
 
 
 def _keras_loss_and_metric(loss: str) -> tuple[Any, Any]:
@@ -231,13 +233,20 @@ def _fit(model: Any, optimizer: Any, data: Any, loss: str, epochs: int, batch_si
     keras_loss, metric = _keras_loss_and_metric(loss)
     model.compile(optimizer=optimizer, loss=keras_loss, metrics=[metric])
 
+    best: list[Any] = []
+
     class EpochEnd(k.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            reporter(epoch, logs or {})
+            if reporter(epoch, logs or {}):
+                best[:] = [model.get_weights()]
 
     x, y, x_val, y_val = data
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=(x_val, y_val),
-              verbose=0, callbacks=[EpochEnd()], shuffle=True)
+    try:
+        model.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=(x_val, y_val),
+                  verbose=0, callbacks=[EpochEnd()], shuffle=True)
+    finally:
+        if best:  # end with the best epoch's weights, as the compiled loop does
+            model.set_weights(best[0])
 
 
 def train_reporting(
@@ -259,7 +268,9 @@ def train_reporting(
     On JAX the compiled loop of ``_loop`` trains (same model, same maths, ~no overhead); on
     other backends ``model.fit`` does. ``loss`` is ``binary_logits`` or
     ``sparse_categorical_logits``: the network outputs logits. ``patience`` > 0 stops the fit
-    (without error) once ``monitor`` has not improved for that many epochs.
+    (without error) once ``monitor`` has not improved for that many epochs. The model ends
+    with its best epoch's weights, and is saved as the trial's artifact when the study's
+    ``save_models`` option asks for it (see ``_artifacts``).
 
     Raises:
         optuna.TrialPruned: the pruner said so, or the loss went NaN/inf (the reason is stored
@@ -282,5 +293,8 @@ def train_reporting(
     values = reporter.history[monitor]
     pick = max if maximize else min
     best = pick(range(len(values)), key=values.__getitem__)
+    from studyhall.objectives import _artifacts
+
+    _artifacts.save_trial_model(trial, model, values[best], maximize)
     return FitResult(value=values[best], best_epoch=best, history=reporter.history,
                      stopped_epoch=stopped)

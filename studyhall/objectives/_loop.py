@@ -151,12 +151,14 @@ def train(
     epochs: int,
     batch_size: int,
     seed: int,
-    on_epoch: Callable[[EpochLogs], None],
+    on_epoch: Callable[[EpochLogs], bool | None],
 ) -> None:
     """Train ``model`` for ``epochs``, calling ``on_epoch(logs)`` after each.
 
-    ``on_epoch`` may raise (pruning, NaN guard) to stop; the model's variables then hold the
-    weights of the last epoch that ran.
+    ``on_epoch`` returns true when this epoch is the best so far: its weights are copied, and
+    the model ends with the best epoch's weights (the last epoch's when none was marked).
+    ``on_epoch`` may raise (pruning, NaN guard, early stopping) to stop; the model's variables
+    then hold the best weights seen so far as well.
     """
     import jax
 
@@ -180,6 +182,7 @@ def train(
     # The shuffle is drawn here, not in the compiled epoch: jax.random.permutation is a sort
     # network that took XLA longer to compile than the whole rest of the epoch.
     rng = np.random.default_rng(seed)
+    best: tuple[list[Any], list[Any]] | None = None
     try:
         for e in range(epochs):
             order = rng.permutation(len(x)).astype(np.int32)
@@ -187,9 +190,17 @@ def train(
                 trainable, non_trainable, opt_vars, order, dx, dy, dxv, dyv
             )
             logs = EpochLogs(e, float(tl), float(vl), float(va))
-            on_epoch(logs)
+            if on_epoch(logs):
+                # A host copy: the device buffers are donated to (and freed by) the next epoch.
+                best = ([np.array(a) for a in trainable], [np.array(a) for a in non_trainable])
     finally:
+        if best is not None:
+            trainable, non_trainable = best
         for var, value in zip(model.trainable_variables, trainable):
             var.assign(value)
         for var, value in zip(model.non_trainable_variables, non_trainable):
+            var.assign(value)
+        # The optimizer's state too (step counter, momenta): a later call continues where this
+        # one stopped, and ``optimizer.iterations``/``learning_rate`` tell where training got.
+        for var, value in zip(optimizer.variables, opt_vars):
             var.assign(value)

@@ -1,13 +1,19 @@
-"""Data sets, loaded once per process and kept as float32 arrays ready for Keras."""
+"""Data sets, loaded once per process and kept as float32 arrays ready for Keras.
+
+Every split (a holdout or the K folds of cross-validation) is cached too: the compiled JAX loop
+keeps each array on the device by identity, so the same split must be the same array object in
+every trial of a process.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["Holdout", "breast_cancer"]
+__all__ = ["DATASETS", "Holdout", "breast_cancer", "classification", "folds", "holdout"]
 
 
 @dataclass(frozen=True)
@@ -24,20 +30,40 @@ class Holdout:
         return int(self.x_train.shape[1])
 
 
-@lru_cache(maxsize=8)
-def breast_cancer(test_size: float = 0.2, split_seed: int = 42) -> Holdout:
-    """scikit-learn's Wisconsin breast-cancer data (569 x 30), stratified holdout.
-
-    The split seed is fixed per study (not per trial) so every trial is scored on the same rows.
-    """
+def _breast_cancer_xy() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_breast_cancer
-    from sklearn.model_selection import train_test_split
-    from sklearn.preprocessing import StandardScaler
 
     x, y = load_breast_cancer(return_X_y=True)
-    x_tr, x_va, y_tr, y_va = train_test_split(
-        x, y, test_size=test_size, stratify=y, random_state=split_seed
+    return x, y
+
+
+def _classification_xy() -> tuple[np.ndarray, np.ndarray]:
+    # The randomized-optimization articles' problem, exactly as they generate it.
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(
+        n_samples=1000, n_features=5, n_informative=2, n_redundant=1, random_state=1
     )
+    return x, y
+
+
+DATASETS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
+    "breast_cancer": _breast_cancer_xy,
+    "classification": _classification_xy,
+}
+"""Name -> loader of the full (x, y) arrays."""
+
+
+@lru_cache(maxsize=4)
+def _xy(name: str) -> tuple[np.ndarray, np.ndarray]:
+    return DATASETS[name]()
+
+
+def _standardised(
+    x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.ndarray
+) -> Holdout:
+    from sklearn.preprocessing import StandardScaler
+
     scaler = StandardScaler().fit(x_tr)
     return Holdout(
         x_train=scaler.transform(x_tr).astype(np.float32),
@@ -45,3 +71,38 @@ def breast_cancer(test_size: float = 0.2, split_seed: int = 42) -> Holdout:
         x_val=scaler.transform(x_va).astype(np.float32),
         y_val=y_va.astype(np.float32),
     )
+
+
+@lru_cache(maxsize=16)
+def holdout(name: str, test_size: float, split_seed: int) -> Holdout:
+    """Data set ``name`` split once, stratified; the seed is fixed per study, not per trial,
+    so every trial is scored on the same rows."""
+    from sklearn.model_selection import train_test_split
+
+    x, y = _xy(name)
+    x_tr, x_va, y_tr, y_va = train_test_split(
+        x, y, test_size=test_size, stratify=y, random_state=split_seed
+    )
+    return _standardised(x_tr, y_tr, x_va, y_va)
+
+
+@lru_cache(maxsize=16)
+def folds(name: str, k: int, split_seed: int) -> tuple[Holdout, ...]:
+    """The K stratified folds of the whole data set (as ``GridSearchCV(cv=K)`` would score),
+    shuffled by ``split_seed``; each fold is standardised with its own training part."""
+    from sklearn.model_selection import StratifiedKFold
+
+    x, y = _xy(name)
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=split_seed)
+    return tuple(_standardised(x[tr], y[tr], x[va], y[va]) for tr, va in splitter.split(x, y))
+
+
+def breast_cancer(test_size: float = 0.2, split_seed: int = 42) -> Holdout:
+    """scikit-learn's Wisconsin breast-cancer data (569 x 30), stratified holdout."""
+    return holdout("breast_cancer", float(test_size), int(split_seed))
+
+
+def classification(test_size: float = 0.33, split_seed: int = 1) -> Holdout:
+    """``make_classification(n_samples=1000, n_features=5, n_informative=2, n_redundant=1,
+    random_state=1)``, split 67/33 as the randomized-optimization articles do."""
+    return holdout("classification", float(test_size), int(split_seed))

@@ -1,9 +1,11 @@
 """Keras networks on MNIST: an MLP on the pixels or a small CNN, with epoch-based LR schedules.
 
 Trials are chosen on a validation split carved from the training set (fixed seed, stratified);
-the 10,000 test images are scored once, after training, and stored as the trial's
-``test_accuracy`` so a study's winner is judged on data no trial was selected on. The network
-outputs logits (softmax in the loss), so a diverging run shows as a NaN loss and is stopped.
+the 10,000 test images are scored once, after training (with the best epoch's weights, which
+the training loop restores), and stored as the trial's ``test_accuracy`` so a study's winner
+is judged on data no trial was selected on. ``save_models`` keeps that model (``_artifacts``).
+The network outputs logits (softmax in the loss), so a diverging run shows as a NaN loss and is
+stopped.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from studyhall.objectives import _keras
+from studyhall.objectives import _artifacts, _keras
 from studyhall.objectives.mnist_data import MnistSplit, mnist_split
 from studyhall.objectives.registry import Hyperparameter as H
 from studyhall.objectives.registry import ObjectiveInfo, _add
@@ -54,6 +56,7 @@ PARAMS: dict[str, H] = {
     "subset": H("int", 0, low=0, high=60000, help="training images used (stratified); 0: all"),
     "val_size": H("int", 5000, low=100, high=30000, help="validation images carved from training"),
     "split_seed": H("int", 42, low=0, help="seed of the validation split (fixed per study)"),
+    **_artifacts.PARAMS,
 }
 
 

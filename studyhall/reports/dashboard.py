@@ -61,12 +61,26 @@ def check_port(host: str, port: int) -> None:
             raise _bind_error(host, port, exc) from None
 
 
+def _artifact_store(url: object, configured: str | None) -> object | None:
+    """The store the workers saved models to, if its directory exists (else the tab stays off)."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from studyhall.objectives._artifacts import artifact_dir
+
+    directory = artifact_dir(url, configured)
+    if directory is None or not directory.is_dir():
+        return None
+    _logger.info("dashboard artifacts from %s", directory)
+    return FileSystemArtifactStore(directory)
+
+
 def serve_dashboard(
     storage: str | None = None,
     *,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     on_ready: Callable[[str], None] | None = None,
+    artifact_dir: str | None = None,
 ) -> None:
     """Serve optuna-dashboard for ``storage`` until interrupted (Ctrl-C returns normally).
 
@@ -75,6 +89,9 @@ def serve_dashboard(
         host, port: where to listen; loopback by default.
         on_ready: called with the dashboard's URL once storage and port are checked, just
             before serving (the CLI prints it).
+        artifact_dir: the trials' saved models (default: where workers save them for this
+            storage, e.g. ``runs.db.artifacts/``); the dashboard lists them on each trial's
+            page when the directory exists.
 
     Raises:
         StorageError: the storage cannot be opened.
@@ -94,8 +111,8 @@ def serve_dashboard(
     _logger.info("serving optuna-dashboard for %s at %s", url.masked, address)
     if on_ready is not None:
         on_ready(address)
+    store = _artifact_store(url, artifact_dir)
     try:
-        # No artifact store: studyhall keeps none of its own yet, so the artifact tab stays off.
-        optuna_dashboard.run_server(backend, host=host, port=port)
+        optuna_dashboard.run_server(backend, host=host, port=port, artifact_store=store)
     except OSError as exc:  # lost the port to another process since check_port
         raise _bind_error(host, port, exc) from None

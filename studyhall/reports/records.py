@@ -10,13 +10,25 @@ import csv
 import json
 import logging
 import math
+import shutil
+import tempfile
 from collections.abc import Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TextIO
 
+from studyhall.errors import StudyhallError
 from studyhall.studies.results import SPEC_ATTR, StudyHandle, open_study
 
-__all__ = ["FORMATS", "delete_study", "export_trials", "trial_record", "trial_records"]
+__all__ = [
+    "FORMATS",
+    "ExportError",
+    "delete_study",
+    "export_model",
+    "export_trials",
+    "trial_record",
+    "trial_records",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -150,3 +162,118 @@ def delete_study(name: str, storage: str | None = None) -> int:
     optuna.delete_study(study_name=name, storage=open_storage(handle.url))
     _logger.info("deleted study %s (%d trials) from %s", name, n, handle.url.masked)
     return n
+
+
+class ExportError(StudyhallError, ValueError):
+    """A model export asked for something the study does not hold (no such trial, no model)."""
+
+
+MODEL_FILES = ("model.keras", "model.json", "params.json", "metrics.json")
+"""What ``export_model`` writes into its directory."""
+
+
+def _pick_trial(handle: StudyHandle, number: int | None) -> Any:
+    if number is None:
+        if len(handle.directions) > 1:
+            raise ExportError(f"study {handle.name!r} has several objectives; pick a trial of "
+                              "its Pareto front with --trial N.")
+        best = handle.best_trial
+        if best is None:
+            raise ExportError(f"study {handle.name!r} has no complete trial yet; nothing to "
+                              "export.")
+        return best
+    by_number = {t.number: t for t in handle.trials()}
+    if number not in by_number:
+        top = max(by_number) if by_number else None
+        held = f"trials 0-{top}" if top is not None else "no trials"
+        raise ExportError(f"--trial {number} is not a trial of study {handle.name!r} (it holds "
+                          f"{held}).")
+    return by_number[number]
+
+
+def _model_source(
+    handle: StudyHandle, trial: Any, artifact_dir: str | Path | None
+) -> tuple[Path, Path]:
+    """The stored ``.keras`` and JSON files of ``trial``, or one line saying why there are none."""
+    from studyhall.objectives import _artifacts
+
+    model_id = trial.user_attrs.get(_artifacts.MODEL_ATTR)
+    json_id = trial.user_attrs.get(_artifacts.ARCHITECTURE_ATTR)
+    if not model_id or not json_id:
+        raise ExportError(
+            f"trial {trial.number} of study {handle.name!r} ({trial.state.name.lower()}) has no "
+            "saved model: only complete trials save one, and with `save_models: best` (the "
+            "default) only those that were the study's best when they finished; set the "
+            "objective option `save_models: all` to keep every trial's model."
+        )
+    candidates = [Path(artifact_dir)] if artifact_dir else []
+    if not artifact_dir:
+        stored = trial.user_attrs.get(_artifacts.DIR_ATTR)
+        default = _artifacts.artifact_dir(handle.url)
+        candidates = [Path(d) for d in (stored, default) if d]
+    for directory in candidates:
+        model, arch = directory / model_id, directory / json_id
+        if model.is_file() and arch.is_file():
+            return model, arch
+    where = " or ".join(str(d) for d in candidates) or "no artifact directory"
+    raise ExportError(f"the model of trial {trial.number} (artifact {model_id}) is not in {where}; "
+                      "name the directory holding the study's artifacts with --artifacts DIR.")
+
+
+def export_model(
+    handle: StudyHandle,
+    out: str | Path,
+    *,
+    trial: int | None = None,
+    artifact_dir: str | Path | None = None,
+) -> tuple[int, Path]:
+    """Write a trial's trained model, hyperparameters and metrics into directory ``out``.
+
+    ``out`` receives ``model.keras`` (``keras.models.load_model`` reads it; studyhall's
+    custom layers register themselves when ``studyhall.objectives._conv`` is imported),
+    ``model.json`` (the architecture), ``params.json`` (the objective, its fixed options and
+    the trial's searched parameters) and ``metrics.json`` (the trial's record: values, user
+    attributes such as ``test_accuracy``, the learning curve). Everything is checked before
+    ``out`` is created, and the files appear together.
+
+    Args:
+        handle: the study.
+        out: the directory to write (created; existing files of the same names are replaced).
+        trial: the trial number (default: the best trial).
+        artifact_dir: where the study's artifacts are (default: as the trial recorded it,
+            else next to a file storage).
+
+    Returns:
+        The trial's number and the ``model.keras`` path.
+
+    Raises:
+        ExportError: no such trial, or it has no saved model.
+
+    Example:
+        >>> export_model(open_study("mnist-tpe"), "best-mnist")  # doctest: +SKIP
+    """
+    chosen = _pick_trial(handle, trial)
+    model, arch = _model_source(handle, chosen, artifact_dir)
+    spec = handle.spec
+    params = {
+        "study": handle.name,
+        "trial": chosen.number,
+        "objective": spec.objective.name if spec is not None else None,
+        "fixed": _finite(dict(spec.objective.options)) if spec is not None else {},
+        "searched": _finite(dict(chosen.params)),
+        "seed": chosen.user_attrs.get("seed"),
+    }
+    metrics = {"study": handle.name, "directions": list(handle.directions),
+               **trial_record(chosen)}
+    target = Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target, prefix=".export-") as tmp:
+        staged = Path(tmp)
+        shutil.copyfile(model, staged / "model.keras")
+        shutil.copyfile(arch, staged / "model.json")
+        (staged / "params.json").write_text(json.dumps(params, indent=2, allow_nan=False) + "\n")
+        (staged / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+        for name in MODEL_FILES:
+            (staged / name).replace(target / name)
+    _logger.info("exported the model of trial %d of %s to %s", chosen.number, handle.name, target)
+    return chosen.number, target / "model.keras"

@@ -63,8 +63,17 @@ def _import_grpc() -> None:
 
 def open_grpc_storage(url: StorageURL, heartbeat: Heartbeat | None = None) -> Any:
     """Connect to a ``studyhall proxy``; ``StorageError`` if none answers in 10 s."""
+    import socket
+
     _import_grpc()
     host, port = _split(url)
+    try:  # a closed port fails at once instead of after the gRPC channel's timeout
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise StorageError(
+            f"cannot use storage {url.masked}: no storage proxy answered "
+            f"({exc.strerror or type(exc).__name__}; is `studyhall proxy` running there?)"
+        ) from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "experimental" since Optuna 4.2
         storage = _client_class()(host, port, heartbeat)

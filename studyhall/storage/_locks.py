@@ -8,7 +8,10 @@ Each lock dies with its holder: a killed worker cannot block the others.
 
 - SQLite: ``flock`` on ``<database>.admit`` (the database file itself must not be opened twice:
   closing a second descriptor would drop SQLite's own POSIX locks).
-- PostgreSQL: ``pg_advisory_lock``; MySQL/MariaDB: ``GET_LOCK`` (both end with the connection).
+- PostgreSQL: ``pg_advisory_xact_lock``, held by an open transaction that the release commits
+  (a connection lost or handed back to the pool any other way rolls back, and the lock goes
+  with it: no session can keep it by accident); MySQL/MariaDB: ``GET_LOCK`` (ends with the
+  connection).
 - Journal file: Optuna's ``JournalFileOpenLock`` on ``<log>.admit`` (``O_EXCL``, NFS-safe;
   broken after the grace period if its holder died).
 - Redis: a ``SET NX`` lock with an expiry.
@@ -71,7 +74,7 @@ class _FileLock:
 
 
 class _SQLLock:
-    """A session-level named lock on a connection of the storage's own engine."""
+    """A named lock on a connection of the storage's own engine (see the module docstring)."""
 
     def __init__(self, engine: Any, backend: str, study_name: str) -> None:
         import sqlalchemy
@@ -81,20 +84,26 @@ class _SQLLock:
         key = _key(study_name)
         if backend == "postgresql":
             number = int(key[:15], 16)  # fits a signed 64-bit integer
-            self.lock = sqlalchemy.text(f"SELECT pg_advisory_lock({number})")
-            self.unlock = sqlalchemy.text(f"SELECT pg_advisory_unlock({number})")
+            self.lock = sqlalchemy.text(f"SELECT pg_advisory_xact_lock({number})")
+            self.unlock = None  # the commit ends the transaction, and the lock with it
         else:
             name = f"studyhall:{key[:40]}"
             self.lock = sqlalchemy.text(f"SELECT GET_LOCK('{name}', {LOCK_WAIT_S})")
             self.unlock = sqlalchemy.text(f"SELECT RELEASE_LOCK('{name}')")
 
     def acquire(self) -> None:
+        import sqlalchemy
+
         conn = self.engine.connect()
         try:
-            got = conn.execute(self.lock).scalar()
-            conn.commit()
-            if got == 0:  # MySQL's GET_LOCK timed out (PostgreSQL's lock waits, returning NULL)
-                raise TimeoutError(f"admission lock not acquired in {LOCK_WAIT_S} s")
+            if self.unlock is None:  # PostgreSQL: the transaction stays open until release()
+                conn.execute(sqlalchemy.text(f"SET LOCAL lock_timeout = '{LOCK_WAIT_S}s'"))
+                conn.execute(self.lock)
+            else:
+                got = conn.execute(self.lock).scalar()
+                conn.commit()
+                if got == 0:  # GET_LOCK timed out
+                    raise TimeoutError(f"admission lock not acquired in {LOCK_WAIT_S} s")
         except BaseException:
             conn.invalidate()
             conn.close()
@@ -106,7 +115,8 @@ class _SQLLock:
         if conn is None:
             return
         try:
-            conn.execute(self.unlock)
+            if self.unlock is not None:
+                conn.execute(self.unlock)
             conn.commit()
             conn.close()
         except Exception as exc:  # the connection died: the server dropped the lock with it

@@ -79,6 +79,9 @@ def _prepare(spec: StudySpec, storage: Any, url: StorageURL) -> tuple[StudySpec,
 def _worker_process(name: str, url: str, timeout: float | None, worker: int, threads: int,
                     log_level: int, heartbeat: Heartbeat) -> None:
     """A child of ``run --workers N``: the same loop as ``studyhall worker``."""
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: where is it?
     limit_threads(threads)
     logging.basicConfig(level=log_level, format=f"[worker {worker}] %(levelname)s %(message)s")
     import optuna
@@ -99,9 +102,10 @@ def run_study(
     timeout: float | None = None,
     storage: str | None = None,
     seed: int | None = None,
-    workers: int = 1,
+    workers: int | None = 1,
     heartbeat: Heartbeat | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    dask: str | None = None,
 ) -> StudyHandle:
     """Create (or resume) a study and run it until it holds its budget of finished trials.
 
@@ -111,9 +115,12 @@ def run_study(
         timeout: seconds this run may take (overrides the spec).
         storage: storage URL (overrides the spec; default ``sqlite:///studyhall.db``).
         seed: study seed (overrides the spec).
-        workers: worker processes; 1 runs in this process.
+        workers: worker processes; 1 runs in this process. With ``dask``: tasks on the
+            cluster (``None``: one per Dask worker).
         heartbeat: heartbeat settings (default ``Heartbeat.resolve()``: 10 s, grace 30 s).
         on_progress: called after each finished trial (or poll, with several workers).
+        dask: a Dask scheduler address (``tcp://host:8786``): run the workers as tasks on
+            that cluster (needs ``pip install 'studyhall[dask]'``).
 
     Returns:
         A handle on the study, for its best trial and trials table.
@@ -130,14 +137,34 @@ def run_study(
     """
     overrides = {"n_trials": n_trials, "timeout": timeout, "storage": storage, "seed": seed}
     spec = load_spec(spec, overrides=overrides)
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+    if workers is None and dask is None:
+        workers = 1
+    if workers is not None and (
+        not isinstance(workers, int) or isinstance(workers, bool) or workers < 1
+    ):
         raise SpecError(f"`workers` must be a positive integer; got {workers!r}.")
     url = parse_url(spec.storage, source=spec.source)
-    if workers > 1 and url.backend == "sqlite" and url.path is None:
+    if (dask is not None or (workers or 1) > 1) and url.backend == "sqlite" and url.path is None:
         raise SpecError(
-            "several workers cannot share an in-memory SQLite database; give a file URL."
+            f"{'Dask tasks' if dask is not None else 'several workers'} cannot share an "
+            "in-memory SQLite database; give a file URL."
         )
     heartbeat = heartbeat or Heartbeat.resolve()
+    client = None
+    if dask is not None:  # reach the cluster before anything is written
+        from studyhall.studies._dask import connect
+
+        client = connect(dask)
+    try:
+        return _run(spec, url, workers, heartbeat, on_progress, client)
+    finally:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+def _run(spec: StudySpec, url: StorageURL, workers: int | None, heartbeat: Heartbeat,
+         on_progress: Callable[[Progress], None] | None, client: Any) -> StudyHandle:
     import optuna
 
     handle_storage = open_storage(url)
@@ -151,8 +178,9 @@ def run_study(
                      spec.name, finished)
         return handle
     _logger.info(
-        "running study %s on %s: %s trials to go, %d worker(s)",
-        spec.name, url.masked, remaining if remaining is not None else "timeout-bound", workers,
+        "running study %s on %s: %s trials to go, %s worker(s)",
+        spec.name, url.masked, remaining if remaining is not None else "timeout-bound",
+        workers or "Dask",
     )
     study_id = handle_storage.get_study_id_from_name(spec.name)
 
@@ -162,7 +190,12 @@ def run_study(
             on_progress(progress)
         return budget is not None and progress.finished >= budget
 
-    if workers == 1:
+    if client is not None:
+        from studyhall.studies._dask import run_on_dask
+
+        tasks = workers and min(workers, remaining or workers)
+        run_on_dask(client, spec.name, url, spec.timeout, tasks, heartbeat, report)
+    elif workers == 1:
         # An in-memory database lives in this storage object only: the worker must share it.
         shared = handle_storage if url.path is None and url.backend == "sqlite" else None
         def on_trial(_study: Any, _trial: Any) -> None:
@@ -171,6 +204,7 @@ def run_study(
         _work(spec.name, url, worker=0, timeout=spec.timeout, heartbeat=heartbeat, storage=shared,
               on_trial=on_trial)
     else:
+        assert workers is not None
         _run_workers(spec, url, min(workers, remaining or workers), heartbeat, report)
     return handle
 

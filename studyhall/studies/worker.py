@@ -98,11 +98,35 @@ class _TrialFailed(Exception):
     """An objective error that fails one trial but lets the study go on."""
 
 
+class _CurveOnly:
+    """A multi-objective trial as objectives see it: Optuna refuses ``report`` there (no
+    pruning), so per-epoch values are kept and stored as the user attribute ``curve``."""
+
+    def __init__(self, trial: Any) -> None:
+        self._trial = trial
+        self.curve: dict[int, float] = {}
+
+    def report(self, value: float, step: int) -> None:
+        self.curve[int(step)] = float(value)
+
+    def should_prune(self) -> bool:
+        return False
+
+    @property
+    def optuna_trial(self) -> Any:
+        return self._trial
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trial, name)
+
+
 class _TrialFunction:
     """What ``study.optimize`` calls: seed, suggest, run the objective, classify failures."""
 
-    def __init__(self, spec: StudySpec, on_start: Callable[[], None]) -> None:
+    def __init__(self, spec: StudySpec, on_start: Callable[[], None],
+                 url: StorageURL | None = None) -> None:
         self.spec = spec
+        self.url = url  # where the study lives: its trained models are saved beside it
         self.options = dict(spec.objective.options)
         self.objective = get_objective(spec.objective.name).factory()
         self.on_start = on_start
@@ -121,8 +145,12 @@ class _TrialFunction:
         random.seed(seed)
         np.random.seed(seed)
         params = {**self.options, **suggest(trial, self.spec.space)}
+        from studyhall.objectives._artifacts import trial_artifacts
+
+        seen = trial if len(trial.study.directions) == 1 else _CurveOnly(trial)
         try:
-            return self.objective(trial, params)
+            with trial_artifacts(self.url, self.options):
+                return self.objective(seen, params)
         except Interrupted as exc:
             trial.set_user_attr("fail_reason", f"interrupted by {exc.signal_name}")
             raise
@@ -132,6 +160,9 @@ class _TrialFunction:
             reason = f"{type(exc).__name__}: {exc}"[:1000]
             trial.set_user_attr("fail_reason", reason)
             raise _TrialFailed(reason) from exc
+        finally:
+            if isinstance(seen, _CurveOnly) and seen.curve:
+                trial.set_user_attr("curve", seen.curve)
 
 
 class _FailureStreak:
@@ -243,6 +274,40 @@ def _admit(study: Any, target: int | None, lock: Any, heartbeat: bool) -> str:
     return "wait"
 
 
+@contextmanager
+def _stale_watch(study: Any, interval: float, enabled: bool) -> Iterator[None]:
+    """While this worker runs, fail other workers' dead trials every heartbeat ``interval``.
+
+    Optuna looks for stale trials only when a worker starts a trial, so a dead worker's trial
+    would wait for the end of every live worker's current trial (minutes, for a Keras trial);
+    this thread makes the retry start within ``grace + interval`` of the death instead.
+    """
+    import threading
+
+    from optuna.storages import fail_stale_trials
+
+    if not enabled:
+        yield
+        return
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(interval):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # "experimental" since Optuna 2.9
+                    fail_stale_trials(study)
+            except Exception as exc:  # an outage: the main loop waits it out; look again later
+                _logger.debug("stale-trial check skipped: %s", exc)
+
+    thread = threading.Thread(target=watch, name="studyhall-stale-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
 def _requeue(study: Any, trial: Any, max_retry: int | None) -> str:
     """After an interrupt: make sure ``trial`` is FAIL and queue its copy; say what was done."""
     from optuna.trial import TrialState
@@ -298,16 +363,27 @@ def _work(
     )
     beating = bool(getattr(study._storage, "get_heartbeat_interval", lambda: None)())
     lock = admission_lock(storage, url, name, heartbeat.grace)
-    func = _TrialFunction(spec, on_start=lock.release)
+    func = _TrialFunction(spec, on_start=lock.release, url=url)
     callbacks: list[Callable[[Any, Any], None]] = [_FailureStreak()] + (
         [on_trial] if on_trial else []
     )
     deadline = None if timeout is None else time.monotonic() + timeout
+    _logger.info("worker joined study %s on %s (target %s trials)", name, url.masked, target)
+    with _stale_watch(study, heartbeat.interval, beating):
+        _loop(study, func, target, lock, beating, heartbeat, callbacks, deadline, url)
+
+
+def _loop(study: Any, func: _TrialFunction, target: int | None, lock: Any, beating: bool,
+          heartbeat: Heartbeat, callbacks: list[Callable[[Any, Any], None]],
+          deadline: float | None, url: StorageURL) -> None:
     outage: float | None = None
     waiting_logged = False
-    _logger.info("worker joined study %s on %s (target %s trials)", name, url.masked, target)
     while deadline is None or time.monotonic() < deadline:
         func.current = None
+        if _interrupted:
+            # The handler's exception was swallowed (raised inside a garbage-collection
+            # callback, which Python only prints): the trial ended normally; stop now.
+            raise Interrupted(_interrupted[0])
         try:
             decision = _admit(study, target, lock, beating)
             if decision == "done":

@@ -90,3 +90,31 @@ def test_memory_does_not_grow_trial_after_trial(sqlite_url, study_name):
     run_study(s, storage=sqlite_url, n_trials=160)
     grown_mb = (process.memory_info().rss - before) / 2**20
     assert grown_mb < 40, f"resident memory grew {grown_mb:.0f} MB over 120 trials"
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "tpe"])
+def test_accuracy_and_size_as_two_objectives_give_a_pareto_front(sampler, sqlite_url, study_name):
+    from studyhall.cli import main
+
+    spec = {
+        "name": study_name,
+        "objective": {"name": "breast_cancer", "epochs": 3, "metric": "val_accuracy+n_params"},
+        "space": {"units": [1, 8, 64], "layers": [1, 2]},
+        "directions": ["maximize", "minimize"],
+        "sampler": sampler,
+        "seed": 1,
+        "n_trials": 6,
+    }
+    handle = run_study(spec, storage=sqlite_url)
+    trials = handle.trials(["COMPLETE"])
+    assert len(trials) == 6
+    for t in trials:  # the second value is the network's size: 30*u + u (+ u*u + u) + u + 1
+        u, layers = t.params["units"], t.params["layers"]
+        assert t.values[1] == 31 * u + (u * u + u) * (layers - 1) + u + 1
+        assert len(t.user_attrs["curve"]) == 3  # Optuna takes no report() here: kept per epoch
+    front = {t.number for t in handle.best_trials}
+    dominated = [a for a in trials if any(b.values[0] >= a.values[0] and b.values[1] < a.values[1]
+                                          or b.values[0] > a.values[0] and b.values[1] <= a.values[1]
+                                          for b in trials)]
+    assert front == {t.number for t in trials} - {t.number for t in dominated}
+    assert main(["show", study_name, "--storage", sqlite_url]) == 0

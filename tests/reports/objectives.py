@@ -16,3 +16,11 @@ def curve(trial, params):
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step}")
     return final
+
+
+def accuracy_and_size(trial, params):
+    """Two objectives shaped like "maximise accuracy, minimise parameters": a score in (0, 1]
+    that is 1 at Beale's minimum (3, 0.5), and a size that grows with |x| + |y|."""
+    x, y = params["x"], params["y"]
+    beale = (1.5 - x + x * y) ** 2 + (2.25 - x + x * y**2) ** 2 + (2.625 - x + x * y**3) ** 2
+    return 1.0 / (1.0 + beale), abs(x) + abs(y)

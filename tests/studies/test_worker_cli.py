@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from studyhall.cli import main
@@ -103,6 +105,74 @@ CASES = {
         ["run", "beale-tpe", "--storage", "redis://127.0.0.1:1/0"],
         "cannot use storage redis://127.0.0.1:1/0",
     ),
+    "grace-below-heartbeat": (
+        ["worker", NAME, "--storage", "{db}", "--heartbeat", "10", "--grace", "4"],
+        "grace period (4 s) must be longer than the heartbeat interval (10 s)",
+    ),
+    "word-heartbeat": (
+        ["run", "beale-tpe", "--heartbeat", "soon"],
+        "argument --heartbeat: must be a positive whole number of seconds; got 'soon'",
+    ),
+    "worker-in-memory-sqlite": (
+        ["worker", NAME, "--storage", "sqlite:///:memory:"],
+        "a worker cannot join an in-memory SQLite database",
+    ),
+    "run-workers-in-memory-sqlite": (
+        ["run", "beale-tpe", "--storage", "sqlite:///:memory:", "--workers", "2"],
+        "several workers cannot share an in-memory SQLite database",
+    ),
+    "run-over-a-study-without-spec": (
+        ["run", "beale-tpe", "--storage", "{plain}"],
+        "study 'beale-tpe' in sqlite:///{dir}/plain.db was not created by studyhall",
+    ),
+    "mysql-closed-port": (
+        ["worker", NAME, "--storage", "mysql://root:pw@127.0.0.1:1/test"],
+        "cannot use storage mysql+pymysql://root:***@127.0.0.1:1/test",
+    ),
+    "postgres-unknown-role": (
+        ["worker", NAME, "--storage", "postgresql://nobody_9x:pw@127.0.0.1:5432/test"],
+        'role "nobody_9x" does not exist',
+    ),
+    "postgres-unknown-database": (
+        ["worker", NAME, "--storage", "postgresql://postgres@127.0.0.1:5432/no_such_db_9x"],
+        'database "no_such_db_9x" does not exist',
+    ),
+    "proxy-missing-directory": (
+        ["proxy", "--storage", f"sqlite:///{ABSENT}/s.db"],
+        f"is in a directory that does not exist ({ABSENT})",
+    ),
+    "proxy-closed-port-storage": (
+        ["proxy", "--storage", "postgresql://postgres:pw@127.0.0.1:1/test"],
+        "cannot use storage postgresql+psycopg://postgres:***@127.0.0.1:1/test",
+    ),
+    "proxy-journal": (
+        ["proxy", "--storage", "journal://{dir}/s.log"],
+        "the gRPC proxy serves SQL storages only",
+    ),
+    "proxy-port-in-use": (
+        ["proxy", "--storage", "{db}", "--port", "{busy}"],
+        "cannot listen on 127.0.0.1:{busy}: the port is taken",
+    ),
+    "dask-closed-port": (
+        ["run", "beale-tpe", "--storage", "sqlite:///{dir}/new.db", "--dask", "tcp://127.0.0.1:1"],
+        "no Dask scheduler answers at tcp://127.0.0.1:1 (Connection refused)",
+    ),
+    "dask-no-port": (
+        ["run", "beale-tpe", "--storage", "sqlite:///{dir}/fresh.db", "--dask", "nohost"],
+        "--dask address 'nohost' must be [tcp://]HOST:PORT",
+    ),
+    "dask-bad-scheme": (
+        ["run", "beale-tpe", "--storage", "{db}", "--dask", "ftp://127.0.0.1:8786"],
+        "--dask address 'ftp://127.0.0.1:8786' must be [tcp://]HOST:PORT",
+    ),
+    "dask-in-memory-sqlite": (
+        ["run", "beale-tpe", "--storage", "sqlite:///:memory:", "--dask", "tcp://127.0.0.1:1"],
+        "Dask tasks cannot share an in-memory SQLite database",
+    ),
+    "dask-bad-storage-first": (
+        ["run", "beale-tpe", "--storage", f"sqlite:///{ABSENT}/s.db", "--dask", "127.0.0.1:1"],
+        f"({ABSENT})",
+    ),
 }
 
 
@@ -114,12 +184,20 @@ def places(tmp_path, study_name):
     create(slow_spec(NAME, 2), db)
     plain = f"sqlite:///{tmp_path / 'plain.db'}"
     optuna.create_study(study_name="plain", storage=plain)
-    return {"db": db, "plain": plain, "dir": str(tmp_path)}
+    optuna.create_study(study_name="beale-tpe", storage=plain)
+    with socket.socket() as busy:  # a port some other program listens on
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        yield {"db": db, "plain": plain, "dir": str(tmp_path), "busy": busy.getsockname()[1]}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_worker_input_exits_2_with_one_line_and_writes_nothing(case, places, tmp_path, capsys):
+def test_bad_worker_input_exits_2_with_one_line_and_writes_nothing(
+    case, places, tmp_path, capsys, request
+):
     args, message = CASES[case]
+    if any("127.0.0.1:5432" in a for a in args):
+        request.getfixturevalue("postgres_url")  # skips (or fails in CI) without PostgreSQL
     args = [a.format(**places) for a in args]
     before = _snapshot(tmp_path)
     assert _run(args) == 2

@@ -28,23 +28,30 @@ from tests.studies.workers import (
 BACKENDS = ["sqlite", "postgresql", "journal", "redis"]
 
 
-@pytest.fixture(params=BACKENDS)
-def storage_url(request, tmp_path, study_name):
-    """Every storage a worker can share, each with a study name of its own."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'studies.db'}"
-        return
+def storage_for(backend: str, request, tmp_path) -> str:
+    """The URL of ``backend`` for this test; a PostgreSQL study is deleted afterwards."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'studies.db'}"
     url = request.getfixturevalue(
-        {"postgresql": "postgres_url", "journal": "journal_url", "redis": "redis_url"}[
-            request.param
-        ]
+        {"postgresql": "postgres_url", "journal": "journal_url", "redis": "redis_url"}[backend]
     )
-    yield url
-    if request.param == "postgresql":
-        import optuna
+    if backend == "postgresql":
+        name = request.getfixturevalue("study_name")
 
-        with contextlib.suppress(KeyError):
-            optuna.delete_study(study_name=study_name, storage=open_storage(url))
+        def drop() -> None:
+            import optuna
+
+            with contextlib.suppress(KeyError):
+                optuna.delete_study(study_name=name, storage=open_storage(url))
+
+        request.addfinalizer(drop)
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def storage_url(request, tmp_path):
+    """Every storage a worker can share, each with a study name of its own."""
+    return storage_for(request.param, request, tmp_path)
 
 
 def test_a_worker_joins_by_name_and_n_trials_is_the_study_total(storage_url, study_name):
@@ -140,18 +147,15 @@ def test_a_killed_worker_s_trial_fails_within_the_grace_period_and_is_retried(
     assert len(failed.intermediate_values) >= 2  # it really died half-way
 
 
-def test_eight_workers_on_one_sqlite_file_finish_200_trials_exactly(sqlite_url, study_name):
+def _two_hundred_beale_trials(url: str, name: str, workers: int) -> str:
+    """Run 200 Beale trials with ``workers`` processes; check the study; say how fast it went."""
     start_s = time.perf_counter()
-    handle = run_study(beale_spec(study_name, n_trials=200), storage=sqlite_url, workers=8)
+    handle = run_study(beale_spec(name, n_trials=200), storage=url, workers=workers)
     wall = time.perf_counter() - start_s
     done = handle.trials()
     first = min(t.datetime_start for t in done)
     last = max(t.datetime_complete for t in done)
     busy = (last - first).total_seconds()
-    print(
-        f"\n8 workers, 200 Beale trials on SQLite: {wall:.1f} s wall ({200 / wall:.1f} trials/s "
-        f"with process start-up), {busy:.1f} s first to last trial ({200 / busy:.1f} trials/s)"
-    )
     assert handle.state_counts() == {
         "COMPLETE": 200,
         "PRUNED": 0,
@@ -160,6 +164,80 @@ def test_eight_workers_on_one_sqlite_file_finish_200_trials_exactly(sqlite_url, 
         "WAITING": 0,
     }
     assert sorted(t.number for t in done) == list(range(200))
+    return (
+        f"{workers} worker(s), 200 Beale trials on SQLite: {wall:.1f} s wall ({200 / wall:.1f} "
+        f"trials/s with process start-up), {busy:.1f} s first to last trial "
+        f"({200 / busy:.1f} trials/s)"
+    )
+
+
+@pytest.mark.slow
+def test_eight_workers_on_one_sqlite_file_finish_200_trials_exactly(sqlite_url, study_name):
+    print("\n" + _two_hundred_beale_trials(sqlite_url, study_name, 8))
+
+
+@pytest.mark.slow
+def test_one_worker_runs_the_same_200_trials_for_comparison(sqlite_url, study_name):
+    print("\n" + _two_hundred_beale_trials(sqlite_url, study_name, 1))
+
+
+@pytest.mark.slow
+def test_eight_workers_and_a_polled_dashboard_share_one_sqlite_file(
+    sqlite_url, study_name, tmp_path
+):
+    import json
+    import socket
+    import threading
+    import urllib.request
+
+    create(beale_spec(study_name, n_trials=200), sqlite_url)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dashboard = start("dashboard", "--storage", sqlite_url, "--port", str(port), cwd=tmp_path)
+    base = f"http://127.0.0.1:{port}/api/studies"
+
+    def get(url: str) -> dict:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return json.load(r)
+
+    def serving() -> bool:
+        assert dashboard.poll() is None, dashboard.communicate()[1][-2000:]
+        try:
+            return bool(get(base))
+        except OSError:
+            return False
+
+    polls: list[int] = []
+    errors: list[str] = []
+    stop_polling = threading.Event()
+
+    def poll() -> None:  # what an open dashboard page does: re-read the study, again and again
+        studies = get(base)["study_summaries"]
+        study_id = next(s["study_id"] for s in studies if s["study_name"] == study_name)
+        while not stop_polling.is_set():
+            try:
+                get(base)
+                polls.append(len(get(f"{base}/{study_id}?after=0")["trials"]))
+            except Exception as exc:  # noqa: BLE001 - every failure is a finding
+                errors.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(0.2)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    try:
+        wait_for(serving, 60, "the dashboard to serve")
+        poller.start()
+        wait_for(lambda: polls, 30, "the dashboard's first answer")
+        print("\n" + _two_hundred_beale_trials(sqlite_url, study_name, 8)
+              + f", the dashboard polled {len(polls)} times meanwhile")
+    finally:
+        stop_polling.set()
+        poller.join(30)
+        kill_group(dashboard)
+    _, err = dashboard.communicate()
+    assert errors == []
+    assert "database is locked" not in err
+    assert len(polls) >= 5 and polls[-1] <= 200 and max(polls) > polls[0]  # it saw the study grow
 
 
 def test_workers_started_together_never_overshoot_the_budget(sqlite_url, study_name, tmp_path):
@@ -174,3 +252,70 @@ def test_workers_started_together_never_overshoot_the_budget(sqlite_url, study_n
             kill_group(p)
     assert all(code == 0 for code, _, _ in results), [err for _, _, err in results]
     assert states(sqlite_url, study_name) == {"COMPLETE": 3}
+
+
+def _keras_spec(name: str, n_trials: int) -> dict:
+    """Breast-cancer MLP trials of a few seconds, reporting every epoch (a Keras trial to kill)."""
+    return {
+        "name": name,
+        "objective": {"name": "breast_cancer", "epochs": 500, "batch_size": 16, "units": 16},
+        "space": {"learning_rate": {"low": 0.001, "high": 0.01, "log": True}},
+        "sampler": "random",
+        "n_trials": n_trials,
+        "seed": 11,
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_kill_9_in_the_middle_of_a_keras_trial_loses_nothing(
+    backend, request, study_name, tmp_path
+):
+    url = storage_for(backend, request, tmp_path)
+    n, grace = 2, 3
+    create(_keras_spec(study_name, n), url)
+    args = ["worker", study_name, "--storage", url, "--heartbeat", "1", "--grace", str(grace)]
+    a = start(*args, "--threads", "1", "-q", cwd=tmp_path)
+    b = start(*args, "--threads", "1", "-q", cwd=tmp_path)
+    try:
+        # Both workers half-way through a Keras fit (epochs reported), then A dies.
+        both = wait_for(
+            lambda: (lambda r: r if len(r) == 2 else None)(
+                [t for t in trials(url, study_name)
+                 if t.state.name == "RUNNING" and len(t.intermediate_values) >= 10]
+            ),
+            180,
+            "two Keras trials half-way",
+            every=0.2,
+        )
+        os.kill(a.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        a.wait()
+        # A's trial is the one whose epochs stop coming.
+        time.sleep(0.5)
+        now = {t.number: len(t.intermediate_values) for t in trials(url, study_name)}
+        victim = min(both, key=lambda t: now[t.number] - len(t.intermediate_values))
+        wait_for(
+            lambda: any(t.number == victim.number and t.state.name == "FAIL"
+                        for t in trials(url, study_name)),
+            60, "the dead Keras trial to fail", every=0.1,
+        )
+        failed_after = time.monotonic() - killed
+        code, _, err = stop(b, 180)
+        done_after = time.monotonic() - killed
+        assert code == 0, err
+    finally:
+        kill_group(a)
+        kill_group(b)
+    print(f"\nKeras kill test on {backend}: FAIL {failed_after:.1f} s after kill -9, study done "
+          f"{done_after:.1f} s after (heartbeat 1 s, grace {grace} s)")
+    # Failed by the survivor's stale check while it was still training: grace + one beat.
+    assert failed_after < grace + 3
+    assert states(url, study_name) == {"COMPLETE": n, "FAIL": 1}
+    everything = trials(url, study_name)
+    complete = [t for t in everything if t.state.name == "COMPLETE"]
+    retry = [t for t in complete if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retry) == 1 and retry[0].params == victim.params
+    assert retry[0].user_attrs["seed"] == victim.user_attrs["seed"]
+    assert len(retry[0].intermediate_values) == 500  # the retry trained from the start
+    assert len({t.params["learning_rate"] for t in complete}) == n  # nothing ran twice
