@@ -32,34 +32,56 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
-    return value
+def _number(parse: Any, ok: Any, allowed: str) -> Any:
+    """An argparse type: ``parse`` the text, refuse it unless ``ok``, saying what is allowed."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {allowed}; got {text!r}")
+        return value
+
+    return convert
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32); got {text!r}")
-    return value
+_positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+_seed = _number(int, lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)")
+_seconds = _number(float, lambda v: v > 0, "a positive number of seconds")
+_whole_seconds = _number(int, lambda v: v >= 1, "a positive whole number of seconds")
+_port = _number(int, lambda v: 0 < v < 65536, "a port number in 1..65535")
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds; got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds; got {text!r}")
-    return value
+class _Bar:
+    """A tqdm progress bar made on the first update, so a bad storage prints no empty bar."""
+
+    def __init__(self, desc: str, quiet: bool) -> None:
+        self.desc, self.quiet, self.bar = desc, quiet, None
+
+    def update(self, done: int, total: int | None, **postfix: Any) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.desc, unit="trial", disable=self.quiet,
+                            dynamic_ncols=True)
+        self.bar.n = done
+        self.bar.set_postfix(**postfix, refresh=False)
+        self.bar.refresh()
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _trial_progress(bar: _Bar) -> Any:
+    """``on_progress`` for run/worker: finished trials of the budget, best, pruned, failed."""
+    return lambda p: bar.update(p.finished, p.budget, best=_fmt(p.best_value), pruned=p.pruned,
+                                failed=p.failed)
 
 
 def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
@@ -108,8 +130,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import faulthandler
     import signal
 
-    from tqdm import tqdm
-
     from studyhall.studies import load_spec, run_study
     from studyhall.studies.worker import raising_signals
 
@@ -124,23 +144,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                    "seed": args.seed},
         overrides_from="the command line",
     )
-    bars: list[Any] = []  # made on the first trial, so a bad storage prints no empty bar
-
-    def on_progress(p: Any) -> None:
-        if not bars:
-            bars.append(tqdm(total=p.budget, desc=spec.name, unit="trial", disable=args.quiet,
-                             dynamic_ncols=True))
-        bars[0].n = p.finished
-        bars[0].set_postfix(best=_fmt(p.best_value), pruned=p.pruned, failed=p.failed, refresh=False)
-        bars[0].refresh()
-
-    try:
-        with raising_signals():
-            handle = run_study(spec, workers=args.workers, heartbeat=_heartbeat(args),
-                               on_progress=on_progress, dask=args.dask)
-    finally:
-        for bar in bars:
-            bar.close()
+    with _Bar(spec.name, args.quiet) as bar, raising_signals():
+        handle = run_study(spec, workers=args.workers, heartbeat=_heartbeat(args),
+                           on_progress=_trial_progress(bar), dask=args.dask)
     if not args.quiet:
         _print_summary(handle, args.top)
     counts = handle.state_counts()
@@ -192,15 +198,6 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _port(text: str) -> int:
-    message = f"must be a port number in 1..65535; got {text!r}"
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(message) from None
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(message)
-    return value
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -368,15 +365,6 @@ def _add_report_commands(sub: Any) -> None:
     p.set_defaults(func=_cmd_dashboard)
 
 
-def _whole_seconds(text: str) -> int:
-    message = f"must be a positive whole number of seconds; got {text!r}"
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(message) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(message)
-    return value
 
 
 def _heartbeat(args: argparse.Namespace) -> Any:
@@ -395,30 +383,13 @@ def _add_heartbeat_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from studyhall.studies import join_study
     from studyhall.studies.worker import raising_signals
 
-    bars: list[Any] = []
-
-    def on_progress(p: Any) -> None:
-        if not bars:
-            bars.append(tqdm(total=p.budget, desc=args.study, unit="trial", disable=args.quiet,
-                             dynamic_ncols=True))
-        bars[0].n = p.finished
-        bars[0].set_postfix(best=_fmt(p.best_value), pruned=p.pruned, failed=p.failed,
-                            refresh=False)
-        bars[0].refresh()
-
-    try:
-        with raising_signals():
-            handle = join_study(args.study, args.storage, n_trials=args.trials,
-                                timeout=args.timeout, heartbeat=_heartbeat(args),
-                                threads=args.threads, on_progress=on_progress)
-    finally:
-        for bar in bars:
-            bar.close()
+    with _Bar(args.study, args.quiet) as bar, raising_signals():
+        handle = join_study(args.study, args.storage, n_trials=args.trials,
+                            timeout=args.timeout, heartbeat=_heartbeat(args),
+                            threads=args.threads, on_progress=_trial_progress(bar))
     if not args.quiet:
         _print_summary(handle, args.top)
     return 0
@@ -475,18 +446,12 @@ def _add_worker_commands(sub: Any) -> None:
 def _add_compare_command(sub: Any) -> None:
     """``compare``: the sampler shoot-out (``studyhall.reports.compare``)."""
 
-    def target(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = float("nan")
-        if value != value or value in (float("inf"), float("-inf")):
-            raise argparse.ArgumentTypeError(f"must be a finite number; got {text!r}")
-        return value
+    import math
+
+    target = _number(float, math.isfinite, "a finite number")
 
     def run(args: argparse.Namespace) -> int:
         import optuna
-        from tqdm import tqdm
 
         from studyhall.reports.compare import TABLE_HEADER, compare_samplers
         from studyhall.studies import load_spec
@@ -494,24 +459,12 @@ def _add_compare_command(sub: Any) -> None:
 
         optuna.logging.set_verbosity(_logger.getEffectiveLevel())  # as `run`: no line per trial
         out = args.out or f"compare-{load_spec(args.spec).name}"
-        bars: list[Any] = []
-
-        def on_progress(p: Any) -> None:
-            if not bars:
-                bars.append(tqdm(total=p.total, desc="shoot-out", unit="trial",
-                                 disable=args.quiet, dynamic_ncols=True))
-            bars[0].n = p.done
-            bars[0].set_postfix(study=p.study, best=_fmt(p.best), refresh=False)
-            bars[0].refresh()
-
-        try:
-            with raising_signals():
-                result = compare_samplers(args.spec, args.samplers, args.repeats,
-                                          n_trials=args.trials, storage=args.storage,
-                                          target=args.target, out=out, on_progress=on_progress)
-        finally:
-            for bar in bars:
-                bar.close()
+        with _Bar("shoot-out", args.quiet) as bar, raising_signals():
+            result = compare_samplers(
+                args.spec, args.samplers, args.repeats, n_trials=args.trials,
+                storage=args.storage, target=args.target, out=out,
+                on_progress=lambda p: bar.update(p.done, p.total, study=p.study,
+                                                 best=_fmt(p.best)))
         print(f"sampler shoot-out of {result.spec_name} in {result.storage}: "
               f"{len(result.runs)} studies of {result.n_trials} trials ({result.direction})")
         print(result.target_note)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from studyhall.objectives._keras import FitResult
+from studyhall.objectives._keras import FitResult, _Reporter
 from studyhall.objectives.datasets import Holdout
 from studyhall.objectives.registry import Hyperparameter as H
 
@@ -174,42 +174,25 @@ class GradientFree:
                    int(p["maxiter"]), float(p["bounds"]), str(p["fitness"]))
 
 
-def _stop(trial: Any, reason: str) -> Exception:
-    import optuna
-
-    trial.set_user_attr("pruned_reason", reason)
-    return optuna.TrialPruned(reason)
-
-
 class _Progress:
-    """Checkpoint bookkeeping shared by the trainers: the same history keys, NaN guard and
-    pruning messages as backprop's epochs."""
+    """Checkpoint bookkeeping: backprop's ``_Reporter`` (same history keys, NaN guard, pruning
+    messages) fed the numpy network's metrics, keeping the best checkpoint's weights."""
 
     def __init__(self, trial: Any, net: Network, data: Holdout, monitor: str,
                  maximize: bool) -> None:
-        self.trial, self.net, self.data, self.monitor = trial, net, data, monitor
-        self.maximize = maximize
-        self.history: dict[str, list[float]] = {"loss": [], "val_loss": [], "val_accuracy": []}
-        self.best: tuple[float, np.ndarray] | None = None
+        self.net, self.data = net, data
+        self.reporter = _Reporter(trial, monitor, maximize)
+        self.history = self.reporter.history
+        self.best: np.ndarray | None = None
 
     def __call__(self, epoch: int, weights: np.ndarray) -> None:
         d = self.data
-        loss = float(log_loss(self.net.logits(weights, d.x_train), d.y_train)[0])
         z_val = self.net.logits(weights, d.x_val)
-        logs = {"loss": loss, "val_loss": float(log_loss(z_val, d.y_val)[0]),
+        logs = {"loss": float(log_loss(self.net.logits(weights, d.x_train), d.y_train)[0]),
+                "val_loss": float(log_loss(z_val, d.y_val)[0]),
                 "val_accuracy": float(accuracy(z_val, d.y_val)[0])}
-        for key, values in self.history.items():
-            values.append(logs[key])
-        if not math.isfinite(loss):
-            raise _stop(self.trial, f"NaN guard: training loss is {loss} at epoch {epoch}")
-        value = logs[self.monitor]
-        if not math.isfinite(value):
-            raise _stop(self.trial, f"NaN guard: {self.monitor} is {value} at epoch {epoch}")
-        if self.best is None or (value > self.best[0] if self.maximize else value < self.best[0]):
-            self.best = (value, np.array(weights, dtype=np.float64).reshape(-1))
-        self.trial.report(value, epoch)
-        if self.trial.should_prune():
-            raise _stop(self.trial, f"pruned at epoch {epoch} ({self.monitor}={value:.4g})")
+        if self.reporter(epoch, logs):
+            self.best = np.array(weights, dtype=np.float64).reshape(-1)
 
 
 def _fitness(net: Network, data: Holdout, kind: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -322,4 +305,4 @@ def train(trial: Any, net: Network, w0: np.ndarray, data: Holdout, *, trainer: s
     best = pick(range(len(values)), key=values.__getitem__)
     assert progress.best is not None  # epochs >= 1: at least one checkpoint ran
     return (FitResult(value=values[best], best_epoch=best, history=progress.history),
-            progress.best[1])
+            progress.best)
