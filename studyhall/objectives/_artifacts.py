@@ -114,18 +114,30 @@ def _beats_completed(trial: Any, value: float, maximize: bool) -> bool:
     return value > max(values) if maximize else value < min(values)
 
 
-def save_trial_model(trial: Any, model: Any, value: float, maximize: bool) -> str | None:
-    """Save ``model`` as ``trial``'s artifacts when the active ``save_models`` mode says so.
-
-    Returns the ``.keras`` file's artifact id (also stored as the trial's ``model_artifact``
-    user attribute), or ``None`` when nothing was saved. Outside ``trial_artifacts`` (a
-    plain Optuna study) nothing is saved.
-    """
+def _target(trial: Any, value: float, maximize: bool) -> _Target | None:
     target = _TARGET.get()
     if target is None or target.directory is None or target.mode == "none":
         return None
     if target.mode == "best" and not _beats_completed(trial, value, maximize):
         return None
+    return target
+
+
+def save_trial_model(trial: Any, model: Any, value: float, maximize: bool) -> str | None:
+    """Save ``model`` as ``trial``'s artifacts when the active ``save_models`` mode says so.
+
+    ``model`` may also be a function that builds it, so objectives that train without Keras
+    (the gradient-free trainers) build a Keras model only for the trials that keep one.
+
+    Returns the ``.keras`` file's artifact id (also stored as the trial's ``model_artifact``
+    user attribute), or ``None`` when nothing was saved. Outside ``trial_artifacts`` (a
+    plain Optuna study) nothing is saved.
+    """
+    target = _target(trial, value, maximize)
+    if target is None or target.directory is None:
+        return None
+    if callable(model) and not hasattr(model, "save"):
+        model = model()  # a builder: the model is made only now that it is kept
     from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
     target.directory.mkdir(parents=True, exist_ok=True)
