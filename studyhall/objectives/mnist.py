@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from studyhall.objectives import _artifacts, _keras
+from studyhall.objectives import _artifacts, _keras, trainers
+from studyhall.objectives.datasets import Holdout
 from studyhall.objectives.mnist_data import MnistSplit, mnist_split
 from studyhall.objectives.registry import Hyperparameter as H
 from studyhall.objectives.registry import ObjectiveInfo, _add
@@ -56,8 +57,19 @@ PARAMS: dict[str, H] = {
     "subset": H("int", 0, low=0, high=60000, help="training images used (stratified); 0: all"),
     "val_size": H("int", 5000, low=100, high=30000, help="validation images carved from training"),
     "split_seed": H("int", 42, low=0, help="seed of the validation split (fixed per study)"),
+    **trainers.HYPERPARAMETERS,
     **_artifacts.PARAMS,
 }
+PARAMS["trainer"] = H("str", "backprop", choices=trainers.TRAINERS,
+                      help="how the weights are trained (gradient-free: model mlp only)")
+
+
+def _check(options: Mapping[str, Any]) -> str | None:
+    """Gradient-free trainers search the flat weights of dense layers; a CNN has none."""
+    if options.get("trainer", "backprop") != "backprop" and options.get("model", "cnn") == "cnn":
+        return (f"trainer {options.get('trainer')!r} needs model: mlp (gradient-free trainers "
+                "search dense weights; the cnn trains by backprop only)")
+    return None
 
 
 def build_model(p: Mapping[str, Any]) -> Any:
@@ -114,39 +126,61 @@ def _data(p: Mapping[str, Any]) -> MnistSplit:
 def mnist(trial: Any, params: Mapping[str, Any]) -> float:
     """Train one configuration; return its best validation metric over the epochs.
 
+    A gradient-free ``trainer`` (hill climbing, differential evolution) trains the MLP's
+    weights in numpy instead of backprop; ``epochs`` is then its number of progress reports.
+
     Raises:
+        ValueError: a gradient-free trainer for the CNN.
         DataError: MNIST is not cached (the message says to run ``studyhall data fetch mnist``).
         optuna.TrialPruned: pruned, stopped by the NaN guard (reason in ``pruned_reason``).
     """
     from studyhall.objectives.schedules import make_schedule
 
     p = {k: h.default for k, h in PARAMS.items()} | dict(params)
+    why = _check(p)
+    if why:
+        raise ValueError(why)
     data = _data(p)  # before any Keras work: a missing cache fails fast
     seed = int(trial.user_attrs.get("seed", 0))
     _keras.new_session(seed)
     model = build_model(p)
-    batch_size = min(int(p["batch_size"]), len(data.x_train))
-    lr = make_schedule(
-        p["schedule"],
-        float(p["learning_rate"]),
-        steps_per_epoch=math.ceil(len(data.x_train) / batch_size),
-        decay=float(p["decay"]),
-        restart_epochs=float(p["restart_epochs"]),
-    )
-    optimizer = _keras.make_optimizer(p["optimizer"], lr, float(p["momentum"]), bool(p["nesterov"]))
-    result = _keras.train_reporting(
-        trial,
-        model,
-        optimizer,
-        (data.x_train, data.y_train, data.x_val, data.y_val),
-        loss="sparse_categorical_logits",
-        epochs=int(p["epochs"]),
-        batch_size=batch_size,
-        monitor=p["metric"],
-        maximize=p["metric"] == "val_accuracy",
-        seed=seed,
-        patience=int(p["patience"]),
-    )
+    monitor, maximize = p["metric"], p["metric"] == "val_accuracy"
+    if p["trainer"] == "backprop":
+        batch_size = min(int(p["batch_size"]), len(data.x_train))
+        lr = make_schedule(
+            p["schedule"],
+            float(p["learning_rate"]),
+            steps_per_epoch=math.ceil(len(data.x_train) / batch_size),
+            decay=float(p["decay"]),
+            restart_epochs=float(p["restart_epochs"]),
+        )
+        optimizer = _keras.make_optimizer(p["optimizer"], lr, float(p["momentum"]),
+                                          bool(p["nesterov"]))
+        result = _keras.train_reporting(
+            trial,
+            model,
+            optimizer,
+            (data.x_train, data.y_train, data.x_val, data.y_val),
+            loss="sparse_categorical_logits",
+            epochs=int(p["epochs"]),
+            batch_size=batch_size,
+            monitor=monitor,
+            maximize=maximize,
+            seed=seed,
+            patience=int(p["patience"]),
+        )
+    else:
+        net = trainers.Network((28 * 28, *[int(p["units"])] * int(p["layers"]), 10),
+                               p["activation"])
+        flat = Holdout(data.x_train.reshape(len(data.x_train), -1), data.y_train,
+                       data.x_val.reshape(len(data.x_val), -1), data.y_val)
+        result, weights = trainers.train(
+            trial, net, trainers.flatten(model.get_weights()), flat, trainer=p["trainer"],
+            epochs=int(p["epochs"]), monitor=monitor, maximize=maximize,
+            settings=trainers.GradientFree.from_params(p), seed=seed,
+        )
+        model.set_weights(net.unflatten(weights))
+        _artifacts.save_trial_model(trial, model, result.value, maximize)
     test_loss, test_accuracy = evaluate(model, data.x_test, data.y_test)
     trial.set_user_attr("test_accuracy", test_accuracy)
     trial.set_user_attr("test_loss", test_loss)
@@ -170,6 +204,7 @@ _add(
         factory=lambda: mnist,
         params=PARAMS,
         directions=_directions,
+        check=_check,
         description="Keras MLP or small CNN on MNIST; validation accuracy or loss, test accuracy kept.",
     )
 )

@@ -84,6 +84,8 @@ class ObjectiveInfo:
         directions: maps the fixed options to the default direction(s), e.g. ``val_loss`` ->
             ``("minimize",)``.
         description: one line for ``studyhall`` listings.
+        check: given the fixed options, why a combination of them is not allowed (``None``:
+            it is), for rules no single parameter's bounds can say.
     """
 
     name: str
@@ -92,6 +94,7 @@ class ObjectiveInfo:
     directions: Callable[[Mapping[str, Any]], tuple[str, ...]] | None = None
     description: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    check: Callable[[Mapping[str, Any]], str | None] | None = None
 
     def defaults(self) -> dict[str, Any]:
         return {k: p.default for k, p in (self.params or {}).items()}

@@ -6,17 +6,19 @@ evolution) or, for comparison, by backprop.
 The data is split 67/33 (stratified, fixed seed) as the articles split it; the 33% is the
 validation split every checkpoint is scored on, and ``final_val_accuracy`` is the accuracy of
 the weights the trainer ended with (the articles' "test accuracy"). The perceptron is one
-linear unit with a step transfer: it predicts ``w.x + b > 0``.
+linear unit with a step transfer: it predicts ``w.x + b > 0``. A kept model (``save_models``)
+is the Keras network with the trained weights; it outputs the logit, whose step is the class.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from studyhall.objectives import _keras, _runs, trainers
+from studyhall.objectives import _artifacts, _keras, _runs, trainers
 from studyhall.objectives.datasets import folds, holdout
 from studyhall.objectives.registry import Hyperparameter as H
 from studyhall.objectives.registry import ObjectiveInfo, _add
@@ -43,6 +45,7 @@ PARAMS: dict[str, H] = {
     "split_seed": H("int", 1, low=0, help="seed of the split and the folds (fixed per study)"),
     **_runs.HYPERPARAMETERS,
     **trainers.HYPERPARAMETERS,
+    **_artifacts.PARAMS,
 }
 PARAMS["trainer"] = H("str", "hill_climb", choices=trainers.TRAINERS,
                       help="how the weights are trained (here hill climbing by default)")
@@ -51,6 +54,16 @@ PARAMS["trainer"] = H("str", "hill_climb", choices=trainers.TRAINERS,
 def _network(p: Mapping[str, Any], n_features: int) -> trainers.Network:
     hidden = (int(p["units"]),) if p["model"] == "mlp" else ()
     return trainers.Network((n_features, *hidden, 1), p["activation"])
+
+
+def _keras_model(net: trainers.Network, weights: np.ndarray | None = None) -> Any:
+    """``net`` as a Keras model (logit out), holding ``weights`` when given."""
+    model = _keras.build_mlp(net.sizes[0], units=net.sizes[1] if len(net.sizes) > 2 else 1,
+                             layers=len(net.sizes) - 2, activation=net.activation, dropout=0.0,
+                             output_activation=None)
+    if weights is not None:
+        model.set_weights(net.unflatten(weights))
+    return model
 
 
 def synthetic(trial: Any, params: Mapping[str, Any]) -> float:
@@ -64,14 +77,13 @@ def synthetic(trial: Any, params: Mapping[str, Any]) -> float:
     monitor, maximize = p["metric"], p["metric"] == "val_accuracy"
     net = _network(p, splits[0].n_features)
     final: dict[int, float] = {}
+    models: dict[int, Any] = {}  # backprop: (Keras model, optimizer); else the trained weights
 
     if p["trainer"] == "backprop":
-        models = {}
         for run in runs:  # built in this thread; the runs may train side by side
             _keras.new_session(run.seed)
             models[id(run)] = (
-                _keras.build_mlp(net.sizes[0], units=int(p["units"]), layers=len(net.sizes) - 2,
-                                 activation=p["activation"], dropout=0.0, output_activation=None),
+                _keras_model(net),
                 _keras.make_optimizer(p["optimizer"], float(p["learning_rate"]),
                                       float(p["momentum"])),
             )
@@ -95,6 +107,7 @@ def synthetic(trial: Any, params: Mapping[str, Any]) -> float:
                 settings=trainers.GradientFree.from_params(p), seed=run.seed,
             )
             final[id(run)] = result.history["val_accuracy"][-1]
+            models[id(run)] = weights
             return result
 
     summary = _runs.run_all(trial, runs, train_one, monitor=monitor, maximize=maximize)
@@ -104,6 +117,12 @@ def synthetic(trial: Any, params: Mapping[str, Any]) -> float:
     trial.set_user_attr("final_val_accuracy", float(np.mean([final[id(r)] for r in runs])))
     trial.set_user_attr("n_params", net.n_weights)
     _runs.store(trial, summary, runs)
+    first = models[id(runs[0])]
+    if p["trainer"] != "backprop":  # Keras is built (and imported) only for a kept model
+        _artifacts.save_trial_model(trial, functools.partial(_keras_model, net, first),
+                                    summary.value, maximize)
+    elif len(runs) > 1:  # a lone backprop run saved its model in train_reporting
+        _artifacts.save_trial_model(trial, first[0], summary.value, maximize)
     return summary.value
 
 

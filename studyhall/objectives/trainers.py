@@ -79,13 +79,14 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 @dataclass(frozen=True)
 class Network:
-    """A dense network ``sizes[0] -> ... -> 1`` whose weights are one flat vector.
+    """A dense network ``sizes[0] -> ... -> sizes[-1]`` whose weights are one flat vector.
 
     The vector holds each layer's kernel (row-major, Keras' ``(inputs, units)`` shape) then its
     bias, layer after layer: the order of ``model.get_weights()`` for a Keras stack of Dense
-    layers, so Keras initialises the weights and receives the trained ones. The output is a
-    logit; the prediction is its step (``z > 0``), so a network with no hidden layer is the
-    articles' perceptron with a step transfer function.
+    layers, so Keras initialises the weights and receives the trained ones. One output is a
+    binary logit whose prediction is its step (``z > 0``), so a network with no hidden layer
+    is the articles' perceptron with a step transfer function; ``k > 1`` outputs are the
+    logits of ``k`` classes (softmax cross-entropy, argmax prediction).
     """
 
     sizes: tuple[int, ...]
@@ -96,7 +97,8 @@ class Network:
         return sum(i * o + o for i, o in zip(self.sizes[:-1], self.sizes[1:]))
 
     def logits(self, weights: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Logits of every row for every weight vector: ``(P, D)`` weights -> ``(P, n)``."""
+        """Logits of every row for every weight vector: ``(P, D)`` weights -> ``(P, n)``
+        (one output) or ``(P, n, k)`` (``k`` classes)."""
         w = np.atleast_2d(np.asarray(weights, dtype=x.dtype))
         widest = max(self.sizes[1:]) * len(x)
         step = max(1, _CHUNK_FLOATS // widest)
@@ -113,7 +115,7 @@ class Network:
             h = h @ kernel + bias[:, None, :]
             if layer != last:
                 h = act(h)
-        return h[..., 0]
+        return h[..., 0] if self.sizes[-1] == 1 else h
 
     def glorot(self, rng: np.random.Generator) -> np.ndarray:
         """Keras' default start: Glorot-uniform kernels, zero biases."""
@@ -138,12 +140,22 @@ def flatten(arrays: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def log_loss(z: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Mean binary cross-entropy on logits, per weight vector (stable for any ``z``)."""
+    """Mean cross-entropy on logits per weight vector, stable for any ``z``: binary for
+    ``(P, n)`` logits, softmax over the classes for ``(P, n, k)`` logits and integer labels."""
+    if z.ndim == 3:
+        top = z.max(axis=-1, keepdims=True)
+        log_norm = top[..., 0] + np.log(np.exp(z - top).sum(axis=-1))
+        picked = np.take_along_axis(z, np.broadcast_to(y.astype(np.intp)[None, :, None],
+                                                       (*z.shape[:2], 1)), axis=-1)[..., 0]
+        return np.mean(log_norm - picked, axis=-1)
     return np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z))), axis=-1)
 
 
 def accuracy(z: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Share of rows whose step(logit) equals the label, per weight vector."""
+    """Share of rows predicted right, per weight vector: step(logit) for one output, the
+    argmax for ``k`` classes."""
+    if z.ndim == 3:
+        return np.mean(z.argmax(axis=-1) == y, axis=-1)
     return np.mean((z > 0) == (y > 0.5), axis=-1)
 
 

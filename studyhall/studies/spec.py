@@ -213,6 +213,9 @@ def _check_objective(c: _Checker, raw: Any) -> tuple[ObjectiveInfo, dict[str, An
             why = hp.check(value)
             if why:
                 raise c.fail(f"objective.{opt}", f"{why}; got {value!r}.")
+    why = info.check(options) if info.check else None
+    if why:
+        raise SpecError(f"`objective` in {c.where('objective')}: {why}.")
     return info, options
 
 

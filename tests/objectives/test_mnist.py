@@ -142,6 +142,44 @@ def test_a_cnn_trial_trains_saves_and_reloads_its_custom_layers(mnist_npz, sqlit
         trial.user_attrs["test_accuracy"], abs=1e-6)
 
 
+def test_a_hill_climbed_mlp_beats_chance_and_its_saved_model_holds_the_climbed_weights(
+        mnist_npz, sqlite_url, tmp_path):
+    spec = _spec("mnist-climb", sqlite_url,
+                 {"model": "mlp", "units": 16, "subset": 1000, "val_size": 500, "epochs": 2,
+                  "trainer": "hill_climb", "iterations": 300},
+                 {"step_size": [0.02]}, 1)
+    spec["sampler"] = "grid"
+    handle = run_study(spec)
+    trial = handle.best_trial
+    assert sorted(trial.intermediate_values) == [0, 1]  # one report per checkpoint
+    assert trial.value > 0.2  # 10 classes: chance is 0.1
+    export_model(handle, tmp_path / "climb")
+    model = _keras.keras().models.load_model(tmp_path / "climb" / "model.keras")
+    data = mnist_split(500, 42, 1000)
+    assert evaluate(model, data.x_val, data.y_val)[1] == pytest.approx(trial.value, abs=1e-6)
+    assert evaluate(model, data.x_test, data.y_test)[1] == pytest.approx(
+        trial.user_attrs["test_accuracy"], abs=1e-6)
+
+
+def test_a_gradient_free_cnn_is_refused_before_anything_runs(mnist_npz, sqlite_url):
+    from studyhall import SpecError
+
+    spec = _spec("mnist-cnn-climb", sqlite_url, {"model": "cnn", "trainer": "hill_climb"},
+                 {"step_size": [0.02]}, 1)
+    with pytest.raises(SpecError) as err:
+        load_spec(spec, source="studies/m.yaml")
+    assert str(err.value) == (
+        "`objective` in studies/m.yaml: trainer 'hill_climb' needs model: mlp (gradient-free "
+        "trainers search dense weights; the cnn trains by backprop only).")
+    del spec["objective"]["trainer"]
+    spec["space"] = {"trainer": ["differential_evolution"]}  # known only at trial time
+    handle = run_study(spec)  # each trial fails (the study goes on) until 10 in a row stop it
+    trials = handle.trials()
+    assert len(trials) == 10 and {t.state.name for t in trials} == {"FAIL"}
+    assert trials[0].user_attrs["fail_reason"].startswith(
+        "ValueError: trainer 'differential_evolution' needs model: mlp")
+
+
 def test_the_im2col_layers_compute_what_conv2d_and_maxpooling2d_compute():
     keras = _keras.keras()
     from studyhall.objectives._conv import Conv3x3, MaxPool2x2

@@ -75,3 +75,26 @@ def test_an_unknown_trainer_is_refused_in_one_line():
     assert str(err.value) == (
         "`objective.trainer` in studies/x.yaml must be one of backprop, hill_climb, "
         "differential_evolution; got 'annealing'.")
+
+
+def test_a_hill_climbed_perceptron_is_saved_as_a_keras_model_that_scores_the_same(
+        sqlite_url, study_name, tmp_path):
+    from studyhall.objectives import _keras
+    from studyhall.reports.records import export_model
+
+    handle = run_study({
+        "name": study_name,
+        "objective": {"name": "synthetic", "model": "perceptron", "epochs": 3,
+                      "iterations": 300, "save_models": "all"},
+        "space": {"step_size": [0.05, 0.5]},
+        "sampler": "grid",
+        "seed": 2,
+    }, storage=sqlite_url)
+    data = classification()
+    for trial in handle.trials():
+        assert "model_artifact" in trial.user_attrs
+        number, path = export_model(handle, tmp_path / str(trial.number), trial=trial.number)
+        model = _keras.keras().models.load_model(path)
+        assert model.count_params() == trial.user_attrs["n_params"] == 6
+        logits = np.asarray(model(data.x_val))[:, 0]  # the step of the logit is the class
+        assert np.mean((logits > 0) == (data.y_val > 0.5)) == pytest.approx(trial.value)

@@ -78,6 +78,40 @@ def test_the_numpy_network_computes_what_the_keras_model_does():
     np.testing.assert_allclose(trainers.flatten(model.get_weights()), w * 2, rtol=1e-6)
 
 
+def test_a_ten_class_network_matches_keras_logits_loss_and_accuracy():
+    from studyhall.objectives import _keras
+
+    keras = _keras.keras()
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(40, 12)).astype(np.float32)
+    y = rng.integers(0, 10, 40).astype(np.int32)
+    _keras.new_session(0)
+    model = _keras.build_mlp(12, units=7, layers=1, activation="relu", dropout=0.0, outputs=10,
+                             output_activation=None)
+    net = trainers.Network((12, 7, 10), "relu")
+    w = trainers.flatten(model.get_weights())
+    z = net.logits(np.stack([w, w * 3]), x)
+    assert z.shape == (2, 40, 10)
+    np.testing.assert_allclose(z[0], np.asarray(model(x)), rtol=1e-4, atol=1e-5)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for k in (0, 1):
+        assert trainers.log_loss(z, y)[k] == pytest.approx(float(loss(y, z[k])), rel=1e-5)
+    assert trainers.accuracy(z, y)[0] == np.mean(np.argmax(z[0], axis=1) == y)
+
+
+def test_hill_climbing_lowers_a_ten_class_loss():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8))
+    y = (x[:, :5].argmax(axis=1) * 2).astype(np.int32)  # 5 of the 10 classes, linearly separable
+    net = trainers.Network((8, 10))
+    cost = lambda w: trainers.log_loss(net.logits(w, x), y)  # noqa: E731
+    w0 = net.glorot(rng)
+    w = trainers.hill_climb(cost, w0, iterations=400, step_size=0.05, epochs=2, seed=1,
+                            on_checkpoint=lambda e, w: None)
+    assert cost(w)[0] < 0.7 * cost(w0)[0]
+    assert trainers.accuracy(net.logits(w, x), y)[0] > 0.6
+
+
 def test_progress_is_reported_each_checkpoint_and_the_pruner_stops_it():
     trial = _trial(optuna.pruners.ThresholdPruner(lower=0.99))
     net = trainers.Network((5, 1))
