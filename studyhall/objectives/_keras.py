@@ -223,8 +223,21 @@ def _keras_loss_and_metric(loss: str) -> tuple[Any, Any]:
     if loss == "binary_logits":
         return (k.losses.BinaryCrossentropy(from_logits=True),
                 k.metrics.BinaryAccuracy(name="accuracy", threshold=0.0))
-    return (k.losses.SparseCategoricalCrossentropy(from_logits=True),
-            k.metrics.SparseCategoricalAccuracy(name="accuracy"))
+    accuracy = k.metrics.SparseCategoricalAccuracy(name="accuracy")
+    if loss == "sparse_categorical_logits":
+        return k.losses.SparseCategoricalCrossentropy(from_logits=True), accuracy
+    ops = k.ops
+
+    def one_hot(y: Any, z: Any) -> Any:
+        return ops.one_hot(ops.cast(ops.reshape(y, (-1,)), "int32"), ops.shape(z)[-1])
+
+    def mse(y: Any, z: Any) -> Any:  # on the softmax: the network outputs logits
+        return ops.mean(ops.square(ops.softmax(z, axis=-1) - one_hot(y, z)), axis=-1)
+
+    def hinge(y: Any, z: Any) -> Any:
+        return k.losses.categorical_hinge(one_hot(y, z), z)
+
+    return {"sparse_categorical_mse": mse, "sparse_categorical_hinge": hinge}[loss], accuracy
 
 
 def _fit(model: Any, optimizer: Any, data: Any, loss: str, epochs: int, batch_size: int,
@@ -266,8 +279,8 @@ def train_reporting(
     """Train with per-epoch reporting to ``trial``; return the best monitored epoch.
 
     On JAX the compiled loop of ``_loop`` trains (same model, same maths, ~no overhead); on
-    other backends ``model.fit`` does. ``loss`` is ``binary_logits`` or
-    ``sparse_categorical_logits``: the network outputs logits. ``patience`` > 0 stops the fit
+    other backends ``model.fit`` does. ``loss`` is one of ``_loop.LOSSES``: the network
+    outputs logits. ``patience`` > 0 stops the fit
     (without error) once ``monitor`` has not improved for that many epochs. The model ends
     with its best epoch's weights, and is saved as the trial's artifact when the study's
     ``save_models`` option asks for it (see ``_artifacts``).

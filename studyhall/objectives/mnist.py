@@ -5,7 +5,7 @@ the 10,000 test images are scored once, after training (with the best epoch's we
 the training loop restores), and stored as the trial's ``test_accuracy`` so a study's winner
 is judged on data no trial was selected on. ``save_models`` keeps that model (``_artifacts``).
 The network outputs logits (softmax in the loss), so a diverging run shows as a NaN loss and is
-stopped.
+stopped. Whatever the training ``loss``, ``test_loss`` is the test images' cross-entropy.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ __all__ = ["build_model", "evaluate", "mnist"]
 
 METRICS = ("val_accuracy", "val_loss")
 MODELS = ("mlp", "cnn")
+LOSSES = {"crossentropy": "sparse_categorical_logits", "mse": "sparse_categorical_mse",
+          "hinge": "sparse_categorical_hinge"}  # names -> _loop.LOSSES
 SCHEDULES = ("constant", "time_decay", "exp_decay", "cosine_restarts")  # = schedules.SCHEDULES
 # The seed article's weight-initialisation grid, under Keras' own names (zero/normal/uniform are
 # Keras aliases of zeros/random_normal/random_uniform), then the rest of Keras' initialisers.
@@ -54,6 +56,8 @@ PARAMS: dict[str, H] = {
     "epochs": H("int", 5, low=1, high=100_000, help="training epochs"),
     "patience": H("int", 0, low=0, help="stop after this many epochs without improvement; 0: off"),
     "metric": H("str", "val_accuracy", choices=METRICS, help="what the trial returns"),
+    "loss": H("str", "crossentropy", choices=tuple(LOSSES),
+              help="backprop's loss: softmax cross-entropy, mse of the softmax, or hinge"),
     "subset": H("int", 0, low=0, high=60000, help="training images used (stratified); 0: all"),
     "val_size": H("int", 5000, low=100, high=30000, help="validation images carved from training"),
     "split_seed": H("int", 42, low=0, help="seed of the validation split (fixed per study)"),
@@ -161,7 +165,7 @@ def mnist(trial: Any, params: Mapping[str, Any]) -> float:
             model,
             optimizer,
             (data.x_train, data.y_train, data.x_val, data.y_val),
-            loss="sparse_categorical_logits",
+            loss=LOSSES[p["loss"]],
             epochs=int(p["epochs"]),
             batch_size=batch_size,
             monitor=monitor,

@@ -90,8 +90,9 @@ def synthetic(trial: Any, params: Mapping[str, Any]) -> float:
 
         def train_one(t: Any, run: _runs.Run) -> _keras.FitResult:
             d = run.data
+            model, optimizer = models[id(run)]
             result = _keras.train_reporting(
-                t, *models[id(run)], (d.x_train, d.y_train, d.x_val, d.y_val),
+                t, model, optimizer, (d.x_train, d.y_train, d.x_val, d.y_val),
                 loss="binary_logits", epochs=int(p["epochs"]), batch_size=int(p["batch_size"]),
                 monitor=monitor, maximize=maximize, seed=run.seed,
             )

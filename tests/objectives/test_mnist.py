@@ -248,3 +248,40 @@ def test_the_fit_loop_also_ends_with_the_best_epoch_and_saves_it(mnist_npz, sqli
     assert evaluate(model, data.x_val, data.y_val)[1] == pytest.approx(trial.value, abs=1e-6)
     assert evaluate(model, data.x_test, data.y_test)[1] == pytest.approx(
         trial.user_attrs["test_accuracy"], abs=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["sparse_categorical_logits", "sparse_categorical_mse",
+                                  "sparse_categorical_hinge"])
+def test_the_compiled_loop_and_fit_compute_each_loss_as_keras_defines_it(loss):
+    from studyhall.objectives._loop import _losses
+
+    keras = _keras.keras()
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, (64, 10)).astype(np.float32)
+    y = rng.integers(0, 10, 64).astype(np.int32)
+    one_hot = np.eye(10, dtype=np.float32)[y]
+    expected = {
+        "sparse_categorical_logits": keras.losses.sparse_categorical_crossentropy(
+            y, z, from_logits=True),
+        "sparse_categorical_mse": keras.losses.mean_squared_error(
+            one_hot, keras.ops.softmax(z, axis=-1)),
+        "sparse_categorical_hinge": keras.losses.categorical_hinge(one_hot, z),
+    }[loss]
+    per_example, correct = _losses(loss)
+    np.testing.assert_allclose(np.asarray(per_example(y, z)), np.asarray(expected), rtol=1e-5,
+                               atol=1e-6)
+    fit_loss, _ = _keras._keras_loss_and_metric(loss)
+    fit_value = np.mean(np.asarray(fit_loss(y, z)))  # compile() averages a per-example loss
+    assert fit_value == pytest.approx(float(np.mean(expected)), rel=1e-5)
+    assert np.asarray(correct(y, z)).mean() == np.mean(z.argmax(axis=1) == y)
+
+
+def test_mse_and_hinge_losses_train_an_mlp(mnist_npz, sqlite_url):
+    spec = _spec("mnist-losses", sqlite_url,
+                 {"model": "mlp", "optimizer": "adam", **SMALL, "epochs": 1},
+                 {"loss": ["mse", "hinge"]}, 2)
+    spec["sampler"] = "grid"
+    handle = run_study(spec)
+    for trial in handle.trials():
+        assert trial.state.name == "COMPLETE" and trial.value > 0.4, trial.params  # chance: 0.1
+        assert trial.user_attrs["test_accuracy"] > 0.4
