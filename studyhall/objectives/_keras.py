@@ -48,6 +48,7 @@ def keras() -> Any:
         _configured = True
         if _keras.backend.backend() == "jax":
             _persistent_compile_cache()
+            _no_tensorflow_for_serialization()
     return _keras
 
 
@@ -75,6 +76,40 @@ def _persistent_compile_cache() -> None:
     jax.config.update("jax_compilation_cache_dir", where)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+class _TensorflowIfImported:
+    """Keras' lazy ``tensorflow`` module, "available" only once someone has imported it.
+
+    Keras' (de)serialization asks ``tf.available`` before testing whether a value is a
+    ``tf.TensorShape``/``DType``/``TypeSpec``, and asking imports TensorFlow: 5.5 s of a worker's
+    first ``get_config``/``save`` on the JAX backend (measured). No value can be a TensorFlow
+    object before TensorFlow is imported, so until then the answer is no, without the import.
+    """
+
+    def __init__(self, lazy: Any) -> None:
+        self._lazy = lazy
+
+    @property
+    def available(self) -> bool:
+        import sys
+
+        return "tensorflow" in sys.modules and bool(self._lazy.available)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lazy, name)
+
+
+def _no_tensorflow_for_serialization() -> None:
+    try:
+        from keras.src.legacy.saving import json_utils
+        from keras.src.saving import serialization_lib
+    except ImportError:  # a Keras that moved its internals: keep its behaviour
+        return
+    for module in (serialization_lib, json_utils):
+        lazy = getattr(module, "tf", None)
+        if lazy is not None and not isinstance(lazy, _TensorflowIfImported):
+            module.tf = _TensorflowIfImported(lazy)  # type: ignore[attr-defined]
 
 
 JAX_CACHE_TRIALS = 20
