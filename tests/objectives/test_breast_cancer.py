@@ -118,3 +118,21 @@ def test_accuracy_and_size_as_two_objectives_give_a_pareto_front(sampler, sqlite
                                           for b in trials)]
     assert front == {t.number for t in trials} - {t.number for t in dominated}
     assert main(["show", study_name, "--storage", sqlite_url]) == 0
+
+
+def test_a_jax_worker_trains_and_saves_models_without_importing_tensorflow(tmp_path):
+    """Keras' serialization would import TensorFlow (5.5 s) just to rule out its types."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from studyhall import run_study; "
+        f"h = run_study({spec('no-tf')!r}, storage='sqlite:///{tmp_path}/s.db'); "
+        "print('SAVED', sum('model_artifact' in t.user_attrs for t in h.trials())); "
+        "print('TF', 'tensorflow' in sys.modules)"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert "TF False" in result.stdout, result.stdout + result.stderr[-2000:]
+    assert "SAVED 0" not in result.stdout
