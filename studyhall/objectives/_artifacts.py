@@ -99,19 +99,23 @@ def trial_artifacts(url: Any, options: Mapping[str, Any]) -> Iterator[None]:
 
 
 def _beats_completed(trial: Any, value: float, maximize: bool) -> bool:
-    """Whether ``value`` is better than every completed trial's (True when there is none)."""
-    import optuna
+    """Whether ``value`` is better than every completed trial's (True when there is none).
+
+    Asks the storage for the best value (one aggregate query on a SQL storage) instead of
+    loading every completed trial: a study of 10,000 trials must not slow each new one down.
+    """
+    from studyhall.storage._tally import tally_trials
 
     try:
-        if len(trial.study.directions) > 1:
+        study = trial.study
+        if len(study.directions) > 1:
             return True
-        done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        best = tally_trials(study._storage, study._study_id).best(maximize)
     except (AttributeError, NotImplementedError):
         return True
-    values = [t.value for t in done if t.value is not None]
-    if not values:
+    if best is None:
         return True
-    return value > max(values) if maximize else value < min(values)
+    return value > best if maximize else value < best
 
 
 def _target(trial: Any, value: float, maximize: bool) -> _Target | None:

@@ -29,6 +29,12 @@ class OwnTrialsMirror:
         self._own: dict[int, Any] = {}
         super().__init__(*args, **kwargs)
 
+    def delete_study(self, study_id: int) -> None:
+        from studyhall.storage._tally import forget
+
+        super().delete_study(study_id)  # type: ignore[misc]
+        forget(self, study_id)  # SQLite may give a new study this id and its trials' ids
+
     def _create_new_trial(self, study_id: int, template_trial: Any = None) -> Any:
         trial = super()._create_new_trial(study_id, template_trial)  # type: ignore[misc]
         # Only a trial this process runs: a WAITING one (a retry queued here) is anyone's.

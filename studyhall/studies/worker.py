@@ -249,20 +249,20 @@ def _load(storage: Any, name: str, url: StorageURL) -> StudySpec:
 def _admit(study: Any, target: int | None, lock: Any, heartbeat: bool) -> str:
     """``go`` (lock held until the trial exists), ``wait`` or ``done``."""
     from optuna.storages import fail_stale_trials
-    from optuna.trial import TrialState
+
+    from studyhall.storage._tally import tally_trials
 
     if target is None:
         return "go"
     lock.acquire()
     try:
-        trials = study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-        )
+        # Counted by the database (one query), not by loading every trial of the study.
+        counts = tally_trials(study._storage, study._study_id).counts
     except BaseException:
         lock.release()
         raise
-    running = sum(t.state == TrialState.RUNNING for t in trials)
-    finished = len(trials) - running
+    running = counts["RUNNING"]
+    finished = counts["COMPLETE"] + counts["PRUNED"]
     if finished + running < target:
         return "go"
     lock.release()
