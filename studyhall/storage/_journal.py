@@ -21,7 +21,7 @@ import warnings
 from typing import Any
 
 from studyhall.errors import StorageError
-from studyhall.storage.heartbeat import Heartbeat, retry_callback
+from studyhall.storage.heartbeat import Heartbeat, NeverBeaten, retry_callback
 from studyhall.storage.urls import StorageURL
 
 __all__ = ["HEARTBEAT_ATTR", "attr_heartbeat_mixin", "open_journal_storage", "redis_options"]
@@ -47,10 +47,12 @@ def attr_heartbeat_mixin() -> type:
     class AttrHeartbeat(BaseHeartbeat):
         _heartbeat: Heartbeat | None = None
         _retry: Any = None
+        _never_beaten: NeverBeaten | None = None
 
         def _setup_heartbeat(self, heartbeat: Heartbeat | None) -> None:
             self._heartbeat = heartbeat
             self._retry = retry_callback(heartbeat.max_retry) if heartbeat else None
+            self._never_beaten = NeverBeaten(heartbeat.grace) if heartbeat else None
 
         def record_heartbeat(self, trial_id: int) -> None:
             try:
@@ -61,19 +63,21 @@ def attr_heartbeat_mixin() -> type:
         def _get_stale_trial_ids(self, study_id: int) -> list[int]:
             assert self._heartbeat is not None
             limit = time.time() - self._heartbeat.grace
-            stale = []
+            stale, unbeaten = [], []
             running = self.get_all_trials(  # type: ignore[attr-defined]
                 study_id, deepcopy=False, states=(TrialState.RUNNING,)
             )
             for trial in running:
                 beat = trial.system_attrs.get(HEARTBEAT_ATTR)
-                if beat is None:  # a worker without heartbeats: nothing to judge it by
+                if beat is None:  # lost before its first beat? (see ``heartbeat.py``)
+                    unbeaten.append(trial._trial_id)
                     continue
                 # A retried trial inherits its original's last beat: its own start counts too.
                 started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
                 if max(float(beat), started) < limit:
                     stale.append(trial._trial_id)
-            return stale
+            assert self._never_beaten is not None
+            return stale + self._never_beaten.stale(study_id, unbeaten)
 
         def get_heartbeat_interval(self) -> int | None:
             return self._heartbeat.interval if self._heartbeat else None

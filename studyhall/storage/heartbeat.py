@@ -7,6 +7,12 @@ parameters, same seed) as a WAITING trial, which the next free worker runs. Optu
 ``RetryHeartbeatStaleTrialCallback`` does the queueing and keeps the link to the original trial in
 the copy's system attributes (``failed_trial``, ``retry_history``).
 
+A trial that never got its first heartbeat is judged too: its worker lost it between creating it
+and the first beat (the database went away in that instant, or the worker was killed), and Optuna,
+which skips trials without a heartbeat, would leave it RUNNING for ever, so the workers waiting
+for the study's last trial would wait for ever. Such a trial is dead once a checker has seen it
+without a heartbeat for the grace period (``NeverBeaten``): every worker beats as its trial starts.
+
 Defaults (10 s / 30 s, at most 3 retries of one trial) come from the environment variables
 ``STUDYHALL_HEARTBEAT``, ``STUDYHALL_GRACE`` and ``STUDYHALL_MAX_RETRY`` when set.
 """
@@ -15,6 +21,8 @@ from __future__ import annotations
 
 import copy
 import os
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +33,7 @@ __all__ = [
     "DEFAULT_HEARTBEAT_S",
     "DEFAULT_MAX_RETRY",
     "Heartbeat",
+    "NeverBeaten",
     "retry_callback",
 ]
 
@@ -115,6 +124,32 @@ class Heartbeat:
         )
         grace = 3 * interval if grace is None else _positive("grace", grace, source)
         return cls(interval, grace, DEFAULT_MAX_RETRY if max_retry is None else max_retry)
+
+
+class NeverBeaten:
+    """RUNNING trials without any heartbeat, and since when this process has seen them so.
+
+    Measured on this process's own monotonic clock, so no two machines' clocks are compared. A
+    stale check (one per heartbeat interval per worker) hands in the trials it found without a
+    heartbeat and gets back those seen so for longer than ``grace`` seconds.
+
+    Example:
+        >>> NeverBeaten(grace=30).stale(study_id=1, trial_ids=[7])
+        []
+    """
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self._since: dict[int, dict[int, float]] = {}  # study id -> trial id -> first seen
+
+    def stale(self, study_id: int, trial_ids: Iterable[int]) -> list[int]:
+        """Of ``trial_ids`` (the study's RUNNING trials without a heartbeat), the dead ones."""
+        now = time.monotonic()
+        seen = self._since.get(study_id, {})
+        # A new dict, swapped in whole: the stale-watch thread and the main loop both call this.
+        since = {i: seen.get(i, now) for i in trial_ids}
+        self._since[study_id] = since
+        return sorted(i for i, first in since.items() if now - first > self.grace)
 
 
 def retry_callback(max_retry: int | None) -> Any:

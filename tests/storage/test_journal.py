@@ -107,9 +107,15 @@ def _journal_with_trial(url: str, grace: int):
         return storage, study, study.ask()
 
 
-def test_a_journal_trial_without_heartbeats_is_never_judged_dead(journal_url):
+def test_a_journal_trial_that_never_beat_is_dead_a_grace_period_after_it_was_first_seen(
+    journal_url,
+):
     storage, study, trial = _journal_with_trial(journal_url, grace=2)
-    time.sleep(2.2)
+    time.sleep(2.2)  # its start is older than the grace, but no clock of another machine counts
+    assert storage._get_stale_trial_ids(study._study_id) == []
+    time.sleep(2.2)  # seen without a heartbeat for a whole grace period: its worker is gone
+    assert storage._get_stale_trial_ids(study._study_id) == [trial._trial_id]
+    storage.record_heartbeat(trial._trial_id)  # it was alive after all: judged by its beats
     assert storage._get_stale_trial_ids(study._study_id) == []
 
 
