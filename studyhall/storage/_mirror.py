@@ -21,6 +21,9 @@ from optuna.trial import TrialState
 
 __all__ = ["OwnTrialsMirror"]
 
+LOAD_CHUNK = 500
+"""Trials loaded per query by id (SQLite allows at most 32,766 bound parameters)."""
+
 
 class OwnTrialsMirror:
     """Mixin for ``RDBStorage``: serve the running trials this process created from memory."""
@@ -56,37 +59,65 @@ class OwnTrialsMirror:
         trial_id_greater_than: int,
     ) -> list[Any]:
         own = self._own
-        if not own or states is not None:
+        included = {i for i in included_trial_ids if i <= trial_id_greater_than}
+        if states is not None or not (own or included):
+            # A plain range (or the first, whole load): Optuna's one query is the cheapest.
             return super()._get_trials(  # type: ignore[misc]
                 study_id, states, included_trial_ids, trial_id_greater_than
             )
         # One light query for the ids, then the full load of the others' trials only.
-        ids = self._trial_ids(study_id, included_trial_ids, trial_id_greater_than)
+        ids = self._trial_ids(study_id, included, trial_id_greater_than)
         mine = [copy.deepcopy(own[i]) for i in ids if i in own]
         for trial in mine:  # a finished one is handed over once: the caller's cache keeps it
             if trial.state.is_finished():
                 del own[trial._trial_id]
         others = ids - {t._trial_id for t in mine}
         if others:
-            loaded = super()._get_trials(  # type: ignore[misc]
-                study_id, None, others, max(ids)
-            )
-            mine += [t for t in loaded if t._trial_id in others or t._trial_id > max(ids)]
+            mine += self._load(sorted(others))
         return sorted(mine, key=lambda t: t._trial_id)
 
     def _trial_ids(self, study_id: int, included: set[int], greater_than: int) -> set[int]:
+        """Ids of the study's trials above ``greater_than`` or in ``included``.
+
+        Two selects in one statement, not ``id > n OR id IN (...)``: SQLite answers the
+        ``OR`` by walking every trial of the study (3-7 ms at 10,000 trials), each half by its
+        index.
+        """
         import sqlalchemy
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
         trials = models.TrialModel
-        where = trials.trial_id > greater_than
-        included = {i for i in included if i <= greater_than}
+        query = sqlalchemy.select(trials.trial_id).where(
+            trials.study_id == study_id, trials.trial_id > greater_than)
         if included:
-            where = sqlalchemy.or_(trials.trial_id.in_(included), where)
+            query = sqlalchemy.union_all(query, sqlalchemy.select(trials.trial_id).where(
+                trials.study_id == study_id, trials.trial_id.in_(sorted(included))))
         with _create_scoped_session(self.scoped_session) as session:  # type: ignore[attr-defined]
-            rows = session.query(trials.trial_id).filter(trials.study_id == study_id, where)
-            return {row[0] for row in rows}
+            return {row[0] for row in session.execute(query)}
+
+    def _load(self, trial_ids: list[int]) -> list[Any]:
+        """Whole trials by id (Optuna's loader, by primary key rather than by study)."""
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+        from sqlalchemy.orm import selectinload
+
+        trials = models.TrialModel
+        out = []
+        with _create_scoped_session(self.scoped_session) as session:  # type: ignore[attr-defined]
+            for start in range(0, len(trial_ids), LOAD_CHUNK):
+                rows = (
+                    session.query(trials)
+                    .options(selectinload(trials.params), selectinload(trials.values),
+                             selectinload(trials.user_attributes),
+                             selectinload(trials.system_attributes),
+                             selectinload(trials.intermediate_values))
+                    .filter(trials.trial_id.in_(trial_ids[start:start + LOAD_CHUNK]))
+                    .all()
+                )
+                out += [self._build_frozen_trial_from_trial_model(r)  # type: ignore[attr-defined]
+                        for r in rows]
+        return out
 
     def _set_trial_param(self, trial_id: int, name: str, value: float, dist: Any,
                          previous: Any) -> None:

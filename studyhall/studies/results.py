@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,8 +75,11 @@ class StudyHandle:
         return list(self.study.get_trials(deepcopy=False, states=wanted))
 
     def state_counts(self) -> dict[str, int]:
-        """Trials per state, every state listed (zeros included)."""
-        counts = Counter(t.state.name for t in self.trials())
+        """Trials per state, every state listed (zeros included); counted by the database on a
+        SQL storage, without loading the trials."""
+        from studyhall.storage._tally import tally_trials
+
+        counts = tally_trials(self.study._storage, self.study._study_id).counts
         return {s: counts.get(s, 0) for s in _STATES}
 
     @property
@@ -94,9 +96,17 @@ class StudyHandle:
         return list(self.study.best_trials) if self.trials(["COMPLETE"]) else []
 
     def top_trials(self, n: int = 10) -> list[Any]:
-        """The ``n`` best complete trials, best first (first objective for multi-objective)."""
-        done = self.trials(["COMPLETE"])
+        """The ``n`` best complete trials, best first (first objective for multi-objective).
+
+        On a SQL storage the database ranks them and only those ``n`` are loaded: ``show`` on
+        a study of 10,000 trials need not load them all.
+        """
         reverse = self.directions[0] == "maximize"
+        backend = getattr(self.study._storage, "_backend", self.study._storage)
+        if hasattr(backend, "_load") and n <= 1000:
+            done = backend._load(_top_ids(backend, self.study._study_id, reverse, n))
+        else:
+            done = self.trials(["COMPLETE"])
         return sorted(done, key=lambda t: (t.values[0], -t.number if reverse else t.number), reverse=reverse)[:n]
 
     def trials_dataframe(self) -> Any:
@@ -105,6 +115,30 @@ class StudyHandle:
 
     def __repr__(self) -> str:
         return f"StudyHandle({self.name!r}, {self.url.masked!r})"
+
+
+def _top_ids(storage: Any, study_id: int, maximize: bool, n: int) -> list[int]:
+    """Ids of the ``n`` best complete trials by their first value (ties: lower number first),
+    ranked by the database; infinite values rank as Optuna ranks them."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from optuna.trial import TrialState
+
+    trials, values = models.TrialModel, models.TrialValueModel
+    kind = values.TrialValueType
+    sign = sqlalchemy.case((values.value_type == kind.INF_NEG, -1),
+                           (values.value_type == kind.INF_POS, 1), else_=0)
+    order = sqlalchemy.desc if maximize else sqlalchemy.asc
+    query = (
+        sqlalchemy.select(trials.trial_id)
+        .join(values, sqlalchemy.and_(values.trial_id == trials.trial_id, values.objective == 0))
+        .where(trials.study_id == study_id, trials.state == TrialState.COMPLETE)
+        .order_by(order(sign), order(values.value), trials.number)
+        .limit(n)
+    )
+    with _create_scoped_session(storage.scoped_session) as session:
+        return [row[0] for row in session.execute(query)]
 
 
 def open_study(name: str, storage: str | None = None) -> StudyHandle:
