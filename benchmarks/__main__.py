@@ -144,30 +144,51 @@ def p5(trials: int, epochs: int) -> str:
     ])
 
 
+P7_CONTENDERS = {"optuna-default": "optuna-default (storage)", "studyhall": "studyhall (storage)",
+                 "studyhall-worker": "studyhall worker loop"}
+
+
+def _drop_p7_studies(url: str, sizes: list[int]) -> None:
+    import optuna
+
+    for n in sizes:
+        for name in (f"p7-{n}", f"p7w-{n}"):
+            try:
+                optuna.delete_study(study_name=name, storage=url)
+            except KeyError:
+                pass
+
+
 def p7(sizes: list[int], backends: list[str]) -> str:
+    """A no-op trial, a TPE trial, and ``show``/``report`` as a study grows. The storage rows
+    time ``study.optimize`` on a bare study; the worker loop times ``studyhall.run_study``
+    (admission, progress, heartbeat) from its first trial's end to its last's."""
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         for backend in backends:
             url = P2_URLS[backend].replace("{tmp}", tmp)
+            if backend != "sqlite":
+                _drop_p7_studies(url, sizes)  # left by an interrupted run
             rows = []
-            for which in ("optuna-default", "studyhall"):
+            for which, label in P7_CONTENDERS.items():
                 results = [_run(["growth", which, str(n), url]) for n in sizes]
-                rows.append((which, results))
+                rows.append((label, results))
             head = " | ".join(f"no-op ms at {n}" for n in sizes)
             out += [f"### P7: cost as a study grows, {backend}", "",
                     f"| contender | {head} | growth | TPE s/trial at {sizes[-1]} |",
                     "|---" * (len(sizes) + 3) + "|"]
-            for which, results in rows:
+            for label, results in rows:
                 ms = [r["seconds_per_trial"] * 1000 for r in results]
-                out.append(f"| {which} | " + " | ".join(f"{m:.1f}" for m in ms) +
+                out.append(f"| {label} | " + " | ".join(f"{m:.1f}" for m in ms) +
                            f" | {ms[-1] / ms[0]:.2f}x | {results[-1]['tpe_seconds_per_trial']:.2f} |")
-            out.append("")
-            print("\n".join(out[-(len(rows) + 5):]), file=sys.stderr, flush=True)
+            last = rows[-1][1][-1]
+            out += ["", f"At {sizes[-1]} trials: worker start-up (to its first trial's end) "
+                    f"{last['start_seconds']:.1f} s; `studyhall show` {last['show_seconds']:.1f} s; "
+                    f"`studyhall report` {last['report_seconds']:.1f} s (fresh processes, wall time).",
+                    ""]
+            print("\n".join(out[-(len(rows) + 7):]), file=sys.stderr, flush=True)
             if backend != "sqlite":
-                import optuna
-
-                for n in sizes:
-                    optuna.delete_study(study_name=f"p7-{n}", storage=url)
+                _drop_p7_studies(url, sizes)
     return "\n".join(out)
 
 

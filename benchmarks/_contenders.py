@@ -244,19 +244,54 @@ def memory(trials: int, epochs: int, workdir: str) -> dict[str, Any]:
     return {"rss_mb": rss}
 
 
-def _seed_trials(url: str, name: str, n: int) -> None:
-    import optuna
+def _beale(x: float, y: float) -> float:
+    return (1.5 - x + x * y) ** 2 + (2.25 - x + x * y**2) ** 2 + (2.625 - x + x * y**3) ** 2
+
+
+def _seed_trials(url: str, name: str, n: int, low: float = 0.0, high: float = 1.0,
+                 steps: int = 0) -> None:
+    """Add ``n`` complete trials (``x``, ``y`` in [low, high], Beale's value, ``steps``
+    learning-curve values) to study ``name``, created if missing. Untimed set-up: one
+    transaction through Optuna's own table models, so 10,000 trials take seconds, not the
+    minutes of 10,000 ``add_trial`` commits."""
+    import datetime
+    import random
+
+    from optuna.distributions import FloatDistribution, distribution_to_json
+    from optuna.storages._rdb import models
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
 
     from studyhall.storage import open_storage
 
-    # Untimed set-up: through the fast storage, so 10,000 trials take seconds, not minutes.
-    study = optuna.create_study(storage=open_storage(url), study_name=name)
-    dist = {"x": optuna.distributions.FloatDistribution(0, 1),
-            "y": optuna.distributions.FloatDistribution(0, 1)}
-    rng = __import__("random").Random(0)
-    study.add_trials([optuna.trial.create_trial(
-        params={"x": rng.random(), "y": rng.random()}, distributions=dist, value=rng.random())
-        for _ in range(n)])
+    storage = open_storage(url)
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        study_id = storage.create_new_study([StudyDirection.MINIMIZE], name)
+    first = len(storage.get_all_trials(study_id, deepcopy=False))
+    dist = distribution_to_json(FloatDistribution(low, high))
+    finite = models.TrialValueModel.TrialValueType.FINITE
+    finite_step = models.TrialIntermediateValueModel.TrialIntermediateValueType.FINITE
+    rng = random.Random(0)
+    now = datetime.datetime.now()
+    session = storage.scoped_session()
+    for number in range(first, first + n):
+        x, y = rng.uniform(low, high), rng.uniform(low, high)
+        value = _beale(x, y)
+        trial = models.TrialModel(number=number, study_id=study_id, state=TrialState.COMPLETE,
+                                  datetime_start=now, datetime_complete=now)
+        trial.params = [models.TrialParamModel(param_name=k, param_value=v, distribution_json=dist)
+                        for k, v in (("x", x), ("y", y))]
+        trial.values = [models.TrialValueModel(objective=0, value=value, value_type=finite)]
+        trial.intermediate_values = [
+            models.TrialIntermediateValueModel(step=s, intermediate_value=value * (steps - s),
+                                               intermediate_value_type=finite_step)
+            for s in range(steps)]
+        session.add(trial)
+    session.commit()
+    session.close()
+    storage.engine.dispose()
 
 
 def growth(size: int, url: str, which: str) -> dict[str, Any]:
@@ -266,6 +301,8 @@ def growth(size: int, url: str, which: str) -> dict[str, Any]:
 
     from studyhall.storage import open_storage
 
+    if which == "studyhall-worker":
+        return growth_worker(size, url)
     _quiet()
     name = f"p7-{size}"
     try:
@@ -292,6 +329,50 @@ def growth(size: int, url: str, which: str) -> dict[str, Any]:
     study.optimize(f, n_trials=3)
     tpe = (time.perf_counter() - start) / 3
     return {"seconds_per_trial": noop, "tpe_seconds_per_trial": tpe}
+
+
+def _cli_seconds(*args: str) -> float:
+    """Wall time of one ``studyhall`` command in a fresh process (start-up included)."""
+    import subprocess
+
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "studyhall", *args], capture_output=True,
+                          text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"studyhall {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
+    return time.perf_counter() - start
+
+
+def growth_worker(size: int, url: str) -> dict[str, Any]:
+    """P7 through the whole worker loop (``studyhall.run_study``: admission, heartbeat,
+    progress, retries) on a Beale study of ``size`` trials with 5-step learning curves: 50
+    random-sampler trials, then 4 TPE trials; then ``studyhall show`` and ``report`` on it."""
+    import studyhall
+
+    _quiet()
+    name = f"p7w-{size}"
+    spec = {"name": name, "objective": "beale",
+            "space": {"x": {"low": -4.5, "high": 4.5}, "y": {"low": -4.5, "high": 4.5}},
+            "sampler": "random", "seed": 1}
+    studyhall.run_study(spec, n_trials=1, storage=url)  # creates it with its spec
+    _seed_trials(url, name, size - 1, -4.5, 4.5, steps=5)
+
+    def timed(sampler: str, total: int, n: int) -> tuple[float, float]:
+        stamps: list[float] = []
+        start = time.perf_counter()
+        studyhall.run_study({**spec, "sampler": sampler}, n_trials=total, storage=url,
+                            on_progress=lambda _p: stamps.append(time.perf_counter()))
+        assert len(stamps) == n, (len(stamps), n)
+        # From the first trial's end to the last's: the loop, without the worker's start-up.
+        return (stamps[-1] - stamps[0]) / (n - 1), stamps[0] - start
+
+    loop, startup = timed("random", size + 51, 51)
+    tpe, _ = timed("tpe", size + 55, 4)
+    with tempfile.TemporaryDirectory() as out:
+        show = _cli_seconds("show", name, "--storage", url)
+        report = _cli_seconds("report", name, "--storage", url, "--out", out)
+    return {"seconds_per_trial": loop, "tpe_seconds_per_trial": tpe, "start_seconds": startup,
+            "show_seconds": show, "report_seconds": report}
 
 
 TRAINING = {"optuna-keras-fit": optuna_keras_fit, "studyhall": studyhall_run,

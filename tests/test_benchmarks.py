@@ -23,3 +23,4 @@ def test_the_benchmark_command_runs_with_a_tiny_budget():
         assert f"| {contender} |" in out
     assert "### P1:" in out and "### P2: no-op trial on sqlite" in out
     assert "| 2 |" in out and "### P5:" in out and "no-op ms at 20" in out
+    assert "| studyhall worker loop |" in out and "`studyhall report`" in out
