@@ -58,7 +58,8 @@ class _Bar:
     """A tqdm progress bar made on the first update, so a bad storage prints no empty bar."""
 
     def __init__(self, desc: str, quiet: bool) -> None:
-        self.desc, self.quiet, self.bar = desc, quiet, None
+        self.desc, self.quiet = desc, quiet
+        self.bar: Any = None
 
     def update(self, done: int, total: int | None, **postfix: Any) -> None:
         from tqdm import tqdm
@@ -109,8 +110,8 @@ def _print_summary(handle: Any, top: int) -> None:
     if len(handle.directions) > 1:
         front = handle.best_trials
         print(f"Pareto front ({len(front)} trials, directions {', '.join(handle.directions)}):")
-        rows = [(t.number, t.values, t.params) for t in front[:top]]
-        print(_table(rows, ["trial", "values", "params"]))
+        front_rows = [(t.number, t.values, t.params) for t in front[:top]]
+        print(_table(front_rows, ["trial", "values", "params"]))
         return
     best = handle.best_trial
     if best is None:

@@ -25,7 +25,7 @@ _serializable = _k.saving.register_keras_serializable(package="studyhall")
 
 
 @_serializable
-class Conv3x3(_k.layers.Layer):  # type: ignore[misc]
+class Conv3x3(_k.layers.Layer):  # type: ignore[name-defined]
     """``Conv2D(filters, 3, padding="valid")`` on NHWC images, as im2col + matmul.
 
     The kernel has Conv2D's shape (3, 3, in, out), so initialisers see the same fan-in/out.
@@ -64,7 +64,7 @@ class Conv3x3(_k.layers.Layer):  # type: ignore[misc]
 
 
 @_serializable
-class MaxPool2x2(_k.layers.Layer):  # type: ignore[misc]
+class MaxPool2x2(_k.layers.Layer):  # type: ignore[name-defined]
     """``MaxPooling2D(2)`` (valid: an odd last row/column is dropped), as reshape + max."""
 
     def call(self, x: Any) -> Any:

@@ -109,7 +109,7 @@ def _no_tensorflow_for_serialization() -> None:
     for module in (serialization_lib, json_utils):
         lazy = getattr(module, "tf", None)
         if lazy is not None and not isinstance(lazy, _TensorflowIfImported):
-            module.tf = _TensorflowIfImported(lazy)  # type: ignore[attr-defined]
+            module.tf = _TensorflowIfImported(lazy)
 
 
 JAX_CACHE_TRIALS = 20
@@ -301,7 +301,7 @@ def _fit(model: Any, optimizer: Any, data: Any, loss: str, epochs: int, batch_si
 
     best: list[Any] = []
 
-    class EpochEnd(k.callbacks.Callback):
+    class EpochEnd(k.callbacks.Callback):  # type: ignore[name-defined]
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             if reporter(epoch, logs or {}):
                 best[:] = [model.get_weights()]

@@ -176,7 +176,7 @@ def fetch_mnist(*, force: bool = False, tarball: str | Path | None = None) -> Pa
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
         with open(partial, "wb") as f:  # a file object: np.savez would append ".npz" to a name
-            np.savez_compressed(f, **arrays)
+            np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
         os.replace(partial, target)  # atomic: a reader never sees half a file
     finally:
         partial.unlink(missing_ok=True)

@@ -32,7 +32,7 @@ _ops = _k.ops
 _serializable = _k.saving.register_keras_serializable(package="studyhall")
 
 
-class EpochSchedule(_k.optimizers.schedules.LearningRateSchedule):  # type: ignore[misc]
+class EpochSchedule(_k.optimizers.schedules.LearningRateSchedule):  # type: ignore[name-defined]
     """Base: a rate that is a function of ``t`` in epochs (``step / steps_per_epoch``)."""
 
     def __init__(self, initial_learning_rate: float, steps_per_epoch: int) -> None:

@@ -57,18 +57,21 @@ class BoundedTPESampler(TPESampler):
         if (self._max_history is None or len(trials) <= self._max_history
                 or len(study.directions) > 1):
             return super()._sample(study, trial, search_space)
-        return super()._sample(_Subset(study, self._subset(study, trials)), trial, search_space)
+        subset: Any = _Subset(study, self._subset(study, trials))
+        return super()._sample(subset, trial, search_space)
 
     def _subset(self, study: Any, trials: list[Any]) -> list[Any]:
-        gamma = self._gamma
+        max_history = self._max_history
+        assert max_history is not None  # _sample calls this only with a bound
+        gamma: Any = self._gamma
         if gamma is None:
             from optuna.samplers._tpe.sampler import default_gamma as gamma
         n_finished = sum(t.state != TrialState.RUNNING for t in trials)
         sign = -1.0 if study.direction.name == "MAXIMIZE" else 1.0
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        n_below = min(int(gamma(n_finished)), len(complete), self._max_history)
+        n_below = min(int(gamma(n_finished)), len(complete), max_history)
         below = heapq.nsmallest(n_below, complete, key=lambda t: sign * t.value)
         kept = {t.number for t in below}
         rest = [t for t in trials if t.number not in kept]
-        picks = self._rng.rng.choice(len(rest), self._max_history - n_below, replace=False)
+        picks = self._rng.rng.choice(len(rest), max_history - n_below, replace=False)
         return sorted(below + [rest[i] for i in picks], key=lambda t: t.number)

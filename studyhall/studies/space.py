@@ -77,6 +77,7 @@ class Param:
         """Ask the trial for a value (the sampler decides which)."""
         if self.choices is not None:
             return trial.suggest_categorical(self.name, list(self.choices))
+        assert self.low is not None and self.high is not None  # a numeric parameter's bounds
         if self.type == "int":
             return trial.suggest_int(
                 self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
