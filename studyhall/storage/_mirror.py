@@ -8,7 +8,8 @@ copy kept up to date here is exact. Writes still go to the database first (and s
 there that the trial is RUNNING: a worker whose trial another worker failed as stale must
 not overwrite it), so durability is unchanged. When the trial finishes, only its times are
 read back (the database's own: MySQL keeps whole seconds), and the finished copy is handed to
-Optuna's cache once. A no-op TPE trial then takes 18 statements instead of 47.
+Optuna's cache once. A no-op TPE trial then takes 18 statements instead of 47. The reads this
+module adds run outside a transaction on PostgreSQL (``_pool.read_connection``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Container
 from typing import Any
 
 from optuna.trial import TrialState
+
+from studyhall.storage._pool import read_connection
 
 __all__ = ["OwnTrialsMirror"]
 
@@ -85,7 +88,6 @@ class OwnTrialsMirror:
         """
         import sqlalchemy
         from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
 
         trials = models.TrialModel
         query = sqlalchemy.select(trials.trial_id).where(
@@ -93,18 +95,18 @@ class OwnTrialsMirror:
         if included:
             query = sqlalchemy.union_all(query, sqlalchemy.select(trials.trial_id).where(
                 trials.study_id == study_id, trials.trial_id.in_(sorted(included))))
-        with _create_scoped_session(self.scoped_session) as session:  # type: ignore[attr-defined]
-            return {row[0] for row in session.execute(query)}
+        with read_connection(self.engine) as connection:  # type: ignore[attr-defined]
+            return {row[0] for row in connection.execute(query)}
 
     def _load(self, trial_ids: list[int]) -> list[Any]:
         """Whole trials by id (Optuna's loader, by primary key rather than by study)."""
         from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-        from sqlalchemy.orm import selectinload
+        from sqlalchemy.orm import Session, selectinload
 
         trials = models.TrialModel
         out = []
-        with _create_scoped_session(self.scoped_session) as session:  # type: ignore[attr-defined]
+        with read_connection(self.engine) as connection, \
+                Session(bind=connection) as session:  # type: ignore[attr-defined]
             for start in range(0, len(trial_ids), LOAD_CHUNK):
                 rows = (
                     session.query(trials)
@@ -148,9 +150,10 @@ class OwnTrialsMirror:
 
     def _times(self, trial_id: int) -> tuple[Any, Any]:
         from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
+        from sqlalchemy.orm import Session
 
-        with _create_scoped_session(self.scoped_session) as session:  # type: ignore[attr-defined]
+        with read_connection(self.engine) as connection, \
+                Session(bind=connection) as session:  # type: ignore[attr-defined]
             row = models.TrialModel.find_or_raise_by_id(trial_id, session)  # no relations loaded
             return row.datetime_start, row.datetime_complete
 

@@ -112,7 +112,8 @@ def _read(storage: Any, study_id: int, last_id: int,
     """Trials created after ``last_id`` or listed in ``unfinished``: id, state, first value."""
     import sqlalchemy
     from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
+
+    from studyhall.storage._pool import read_connection
 
     trials, values = models.TrialModel, models.TrialValueModel
 
@@ -128,8 +129,8 @@ def _read(storage: Any, study_id: int, last_id: int,
     query = select(trials.trial_id > last_id)
     if unfinished:
         query = sqlalchemy.union_all(query, select(trials.trial_id.in_(sorted(unfinished))))
-    with _create_scoped_session(storage.scoped_session) as session:
-        rows = session.execute(query).all()
+    with read_connection(storage.engine) as connection:
+        rows = connection.execute(query).all()
     kind = values.TrialValueType
     # Infinite values are stored as NULL plus their sign (``value_type``).
     sign = {kind.INF_POS: math.inf, kind.INF_NEG: -math.inf}

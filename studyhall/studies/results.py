@@ -122,8 +122,9 @@ def _top_ids(storage: Any, study_id: int, maximize: bool, n: int) -> list[int]:
     ranked by the database; infinite values rank as Optuna ranks them."""
     import sqlalchemy
     from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
     from optuna.trial import TrialState
+
+    from studyhall.storage._pool import read_connection
 
     trials, values = models.TrialModel, models.TrialValueModel
     kind = values.TrialValueType
@@ -137,8 +138,8 @@ def _top_ids(storage: Any, study_id: int, maximize: bool, n: int) -> list[int]:
         .order_by(order(sign), order(values.value), trials.number)
         .limit(n)
     )
-    with _create_scoped_session(storage.scoped_session) as session:
-        return [row[0] for row in session.execute(query)]
+    with read_connection(storage.engine) as connection:
+        return [row[0] for row in connection.execute(query)]
 
 
 def open_study(name: str, storage: str | None = None) -> StudyHandle:
