@@ -68,6 +68,24 @@ def test_a_trial_lost_before_its_first_heartbeat_is_failed_and_retried(
     assert took < grace + 6, f"the lost trial was retried only after {took:.1f} s"
 
 
+def test_a_postgresql_connection_gives_up_on_a_silent_server_in_about_a_minute(postgres_url):
+    import socket
+
+    storage = open_storage(postgres_url, heartbeat=Heartbeat(interval=1, grace=2))
+    connection = storage.engine.raw_connection()
+    try:
+        sock = socket.socket(fileno=os.dup(connection.driver_connection.pgconn.socket))
+        with sock:
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            idle, interval, count = (
+                sock.getsockopt(socket.IPPROTO_TCP, option)
+                for option in (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT)
+            )
+    finally:
+        connection.close()
+    assert idle + interval * count <= 120  # not Linux's default of two hours and more
+
+
 def _cluster() -> list[str]:
     versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
     if not versions or shutil.which("pg_ctlcluster") is None:
