@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import date
 from typing import Any
 
@@ -30,13 +31,18 @@ P2_URLS = {"sqlite": "sqlite:///{tmp}/noop.db",
 _WARM_CACHE = tempfile.mkdtemp(prefix="studyhall-bench-jax-")
 
 
-def _run(args: list[str], backend: str | None = None) -> dict[str, Any]:
+def _run(args: list[str], backend: str | None = None, retries: int = 2) -> dict[str, Any]:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", STUDYHALL_JAX_CACHE=_WARM_CACHE)
     env.pop("KERAS_BACKEND", None)
     if backend:
         env["KERAS_BACKEND"] = backend
     proc = subprocess.run([sys.executable, "-m", "benchmarks._contenders", *args],
                           capture_output=True, text=True, env=env, timeout=3600)
+    if proc.returncode != 0 and retries and "OperationalError" in proc.stderr:
+        # The database server went away (restarted by someone else): measure again later.
+        print(f"  {' '.join(args)}: lost the database; again in 20 s", file=sys.stderr, flush=True)
+        time.sleep(20)
+        return _run(args, backend, retries - 1)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             result = json.loads(line[7:])

@@ -354,6 +354,12 @@ def growth_worker(size: int, url: str) -> dict[str, Any]:
     spec = {"name": name, "objective": "beale",
             "space": {"x": {"low": -4.5, "high": 4.5}, "y": {"low": -4.5, "high": 4.5}},
             "sampler": "random", "seed": 1}
+    import optuna
+
+    try:  # left by an attempt the database's restart cut short
+        optuna.delete_study(study_name=name, storage=url)
+    except KeyError:
+        pass
     studyhall.run_study(spec, n_trials=1, storage=url)  # creates it with its spec
     _seed_trials(url, name, size - 1, -4.5, 4.5, steps=5)
 
