@@ -130,6 +130,100 @@ def _sessions(url: str) -> list:
     return [tuple(r) for r in rows]
 
 
+def _two_workers(url: str, name: str, n: int, tmp_path) -> subprocess.Popen:
+    """``run --workers 2`` on a study of ``n`` 1.5 s trials, once two trials are complete."""
+    spec = tmp_path / "slow.yaml"
+    spec.write_text(yaml.safe_dump(slow_spec(name, n, steps=10, step_s=0.15)))
+    proc = start("run", str(spec), "--storage", url, "--workers", "2", "-q",
+                 "--heartbeat", "1", "--grace", "4", cwd=tmp_path)
+    try:
+        wait_for(lambda: states(url, name).get("COMPLETE", 0) >= 2, 120, "two trials")
+    except BaseException:
+        kill_group(proc)
+        raise
+    return proc
+
+
+def _finish(proc: subprocess.Popen, url: str) -> tuple[int, str]:
+    """Wait for ``run`` to end; if it does not within 120 s, say where it is stuck."""
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        sessions = _sessions(url)
+        _dump_stacks(proc)
+        _, err = proc.communicate()
+        raise AssertionError(f"`run` did not end in 120 s; sessions: {sessions}; "
+                             f"stderr: {err[-12000:]}") from None
+    return proc.returncode, err
+
+
+def _assert_whole(url: str, name: str, n: int, code: int, err: str) -> dict[str, int]:
+    """The study holds exactly ``n`` complete trials and nothing left running or waiting."""
+    import optuna
+
+    try:
+        counts = states(url, name)
+        # Trials cut by the outage end FAIL and are retried; a worker may also give up cleanly
+        # (the study is still whole, so `run` succeeds either way).
+        assert code == 0, err
+        assert counts["COMPLETE"] == n
+        assert "RUNNING" not in counts and "WAITING" not in counts
+        return counts
+    finally:
+        optuna.delete_study(study_name=name, storage=open_storage(url))
+
+
+def _client_ports(proc: subprocess.Popen, server_port: int) -> list[int]:
+    """The local ports of the connections that ``run``'s processes hold to the server."""
+    import psutil
+
+    ports = []
+    parent = psutil.Process(proc.pid)
+    for process in [parent, *parent.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            listing = getattr(process, "net_connections", None) or process.connections
+            ports += [c.laddr.port for c in listing(kind="tcp")
+                      if c.raddr and c.raddr.port == server_port]
+    return ports
+
+
+def _terminate(url: str, ports: list[int]) -> int:
+    """End the server sessions of those client ports (and no other's); count them."""
+    import sqlalchemy
+
+    if not ports:
+        return 0
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as con:
+            return int(con.execute(sqlalchemy.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE client_port = ANY(:ports) AND pid <> pg_backend_pid()"
+            ), {"ports": ports}).scalar())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_two_workers_ride_out_dropped_connections(postgres_url, study_name, tmp_path):
+    import sqlalchemy
+
+    n, server_port = 8, sqlalchemy.engine.make_url(postgres_url).port or 5432
+    proc = _two_workers(postgres_url, study_name, n, tmp_path)
+    try:
+        # Only this run's sessions: the server and everyone else's sessions stay up.
+        dropped, end = 0, time.monotonic() + OUTAGE_S
+        while time.monotonic() < end:
+            dropped += _terminate(postgres_url, _client_ports(proc, server_port))
+            time.sleep(0.2)
+        code, err = _finish(proc, postgres_url)
+    finally:
+        kill_group(proc)
+    counts = _assert_whole(postgres_url, study_name, n, code, err)
+    assert dropped >= 4
+    print(f"\nconnections dropped for {OUTAGE_S} s: {dropped} sessions ended; {counts}")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     os.environ.get("STUDYHALL_OUTAGE_TESTS") != "1",
@@ -139,52 +233,16 @@ def _sessions(url: str) -> list:
 def test_two_workers_ride_out_a_postgresql_restart(postgres_url, study_name, tmp_path):
     cluster = _cluster()
     n = 8
-    spec = tmp_path / "slow.yaml"
-    spec.write_text(yaml.safe_dump(slow_spec(study_name, n, steps=10, step_s=0.15)))
-    proc = start(
-        "run",
-        str(spec),
-        "--storage",
-        postgres_url,
-        "--workers",
-        "2",
-        "-q",
-        "--heartbeat",
-        "1",
-        "--grace",
-        "4",
-        cwd=tmp_path,
-    )
+    proc = _two_workers(postgres_url, study_name, n, tmp_path)
     try:
-        wait_for(
-            lambda: states(postgres_url, study_name).get("COMPLETE", 0) >= 2, 120, "two trials"
-        )
         stopped = subprocess.run([*cluster, "stop"], capture_output=True, text=True, timeout=60)
         assert stopped.returncode == 0, stopped.stderr
         time.sleep(OUTAGE_S)
         started = subprocess.run([*cluster, "start"], capture_output=True, text=True, timeout=60)
         assert started.returncode == 0, started.stderr
-        try:
-            _, err = proc.communicate(timeout=120)
-            code = proc.returncode
-        except subprocess.TimeoutExpired:  # say where the workers and the database are
-            sessions = _sessions(postgres_url)
-            _dump_stacks(proc)
-            _, err = proc.communicate()
-            raise AssertionError(f"`run` did not end in 120 s; sessions: {sessions}; "
-                                 f"stderr: {err[-12000:]}") from None
+        code, err = _finish(proc, postgres_url)
     finally:
         kill_group(proc)
         _ensure_started(cluster)
-    try:
-        counts = states(postgres_url, study_name)
-        # Trials cut by the outage end FAIL and are retried; a worker may also give up cleanly
-        # (the study is still whole, so `run` succeeds either way).
-        assert code == 0, err
-        assert counts["COMPLETE"] == n
-        assert "RUNNING" not in counts and "WAITING" not in counts
-        print(f"\nPostgreSQL restart ({OUTAGE_S} s down): {counts}")
-    finally:
-        import optuna
-
-        optuna.delete_study(study_name=study_name, storage=open_storage(postgres_url))
+    counts = _assert_whole(postgres_url, study_name, n, code, err)
+    print(f"\nPostgreSQL restart ({OUTAGE_S} s down): {counts}")
