@@ -10,11 +10,20 @@ not overwrite it), so durability is unchanged. When the trial finishes, only its
 read back (the database's own: MySQL keeps whole seconds), and the finished copy is handed to
 Optuna's cache once. A no-op TPE trial then takes 18 statements instead of 47. The reads this
 module adds run outside a transaction on PostgreSQL (``_pool.read_connection``).
+
+Learning curves are written in batches: a running trial's reports (one per epoch) reach the
+database at most ``CURVE_FLUSH_S`` apart, in one transaction, and all of them before its state
+changes. A 30-epoch breast-cancer trial lasts under a second, and 30 commits were a tenth of
+it. Pruners read reports from this process's copy (its own trial) or from finished trials
+(the others'); only a live curve in the dashboard lags, by at most ``CURVE_FLUSH_S``, and a
+worker killed mid-trial loses at most that much of a curve whose trial becomes FAIL anyway.
 """
 
 from __future__ import annotations
 
 import copy
+import threading
+import time
 from collections.abc import Container
 from typing import Any
 
@@ -26,6 +35,8 @@ __all__ = ["OwnTrialsMirror"]
 
 LOAD_CHUNK = 500
 """Trials loaded per query by id (SQLite allows at most 32,766 bound parameters)."""
+CURVE_FLUSH_S = 1.0
+"""Longest a running trial's reported value waits before it is written."""
 
 
 class OwnTrialsMirror:
@@ -33,6 +44,9 @@ class OwnTrialsMirror:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._own: dict[int, Any] = {}
+        self._curves: dict[int, dict[int, float]] = {}  # reports not yet written, per trial
+        self._written_at: dict[int, float] = {}
+        self._curve_lock = threading.Lock()
         super().__init__(*args, **kwargs)
 
     def delete_study(self, study_id: int) -> None:
@@ -132,10 +146,14 @@ class OwnTrialsMirror:
     def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
         own = self._own
         try:
+            self._write_curve(trial_id)
             changed = bool(super().set_trial_state_values(trial_id, state, values))  # type: ignore[misc]
         except BaseException:
             own.pop(trial_id, None)  # refused (another worker failed it as stale): read it back
             raise
+        finally:
+            if state.is_finished():
+                self._written_at.pop(trial_id, None)
         trial = own.get(trial_id)
         if trial is None:
             return changed
@@ -158,10 +176,32 @@ class OwnTrialsMirror:
             return row.datetime_start, row.datetime_complete
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, value: float) -> None:
-        super().set_trial_intermediate_value(trial_id, step, value)  # type: ignore[misc]
         own = self._own.get(trial_id)
-        if own is not None:
-            own.intermediate_values[step] = value
+        if own is None or own.state != TrialState.RUNNING:
+            super().set_trial_intermediate_value(trial_id, step, value)  # type: ignore[misc]
+            return
+        own.intermediate_values[step] = value
+        now = time.monotonic()
+        with self._curve_lock:
+            self._curves.setdefault(trial_id, {})[step] = value
+            due = now - self._written_at.get(trial_id, -CURVE_FLUSH_S) >= CURVE_FLUSH_S
+        if due:  # the first report goes at once: the dashboard sees the curve start
+            self._write_curve(trial_id)
+
+    def _write_curve(self, trial_id: int) -> None:
+        """Write ``trial_id``'s pending reports in one transaction (refused, as one report
+        would be, when the trial is no longer RUNNING)."""
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with self._curve_lock:
+            pending = self._curves.pop(trial_id, None)
+            self._written_at[trial_id] = time.monotonic()
+        if not pending:
+            return
+        with _create_scoped_session(self.scoped_session, True) as session:  # type: ignore[attr-defined]
+            for step, value in sorted(pending.items()):
+                self._set_trial_intermediate_value_without_commit(  # type: ignore[attr-defined]
+                    session, trial_id, step, value)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         super().set_trial_user_attr(trial_id, key, value)  # type: ignore[misc]

@@ -96,3 +96,55 @@ def test_a_trial_queued_here_and_run_elsewhere_is_seen_as_it_is(tmp_path):
     other = optuna.load_study(study_name="s", storage=open_storage(url))
     other.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
     assert [(t.state, t.value) for t in mine.get_trials()] == [(TrialState.COMPLETE, 0.5)]
+
+
+def test_a_running_curve_is_written_in_batches_and_whole_before_the_trial_ends(tmp_path,
+                                                                                monkeypatch):
+    from studyhall.storage import _mirror
+
+    url = f"sqlite:///{tmp_path / 'curve.db'}"
+    mine = optuna.create_study(storage=open_storage(url), study_name="s")
+    reader = optuna.storages.RDBStorage(url)
+    writes = []  # statements that write curve points, as they are executed
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("INSERT INTO trial_intermediate_values"):
+            writes.append(len(parameters) if executemany else 1)
+
+    sqlalchemy.event.listen(mine._storage._backend.engine, "before_cursor_execute", count)
+    trial = mine.ask()
+
+    def stored() -> dict:
+        return reader.get_trial(trial._trial_id).intermediate_values
+
+    monkeypatch.setattr(_mirror, "CURVE_FLUSH_S", 3600.0)
+    for step in range(30):
+        trial.report(step / 10, step)
+        assert trial.should_prune() is False  # the pruner reads this process's copy
+    assert stored() == {0: 0.0}  # the first report goes at once, the rest wait
+    assert sum(writes) == 1
+    monkeypatch.setattr(_mirror, "CURVE_FLUSH_S", 0.0)
+    trial.report(3.0, 30)
+    assert len(stored()) == 31  # due: everything pending at once
+    assert sum(writes) == 31
+    monkeypatch.setattr(_mirror, "CURVE_FLUSH_S", 3600.0)
+    trial.report(3.1, 31)
+    mine.tell(trial, 1.0)
+    assert stored() == {**{s: s / 10 for s in range(31)}, 31: 3.1}
+
+
+def test_a_pending_curve_of_a_trial_failed_elsewhere_is_refused(tmp_path, monkeypatch):
+    from studyhall.storage import _mirror
+
+    monkeypatch.setattr(_mirror, "CURVE_FLUSH_S", 3600.0)
+    url = f"sqlite:///{tmp_path / 'stale-curve.db'}"
+    mine = optuna.create_study(storage=open_storage(url), study_name="s")
+    other = optuna.load_study(study_name="s", storage=optuna.storages.RDBStorage(url))
+    trial = mine.ask()
+    trial.report(0.1, 0)
+    trial.report(0.2, 1)  # pending
+    other.tell(trial.number, state=TrialState.FAIL)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        mine.tell(trial, 1.0)
+    assert other.get_trials()[0].intermediate_values == {0: 0.1}
+    assert mine.get_trials()[0].state == TrialState.FAIL
