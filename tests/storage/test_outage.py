@@ -2,8 +2,9 @@
 
 The restart test stops the real server on this machine for about five seconds, and starts it
 again in a ``finally`` whatever happens. It skips where the server is not a local cluster it can
-control. The test before it replays, on every storage and without a restart, what made that test
-hang: a trial left RUNNING without a single heartbeat.
+control, and where STUDYHALL_OUTAGE_TESTS=0. The first test replays, on every storage and without
+a restart, what made the restart test hang: a trial left RUNNING without a single heartbeat. The
+dropped-connections test ends only the workers' own sessions, again and again.
 """
 
 from __future__ import annotations
@@ -226,16 +227,21 @@ def test_two_workers_ride_out_dropped_connections(postgres_url, study_name, tmp_
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    os.environ.get("STUDYHALL_OUTAGE_TESTS") != "1",
-    reason="restarts this machine's PostgreSQL; set STUDYHALL_OUTAGE_TESTS=1 to run it (it hung "
-    "in 2 of 13 runs on a loaded machine, cause not yet found, so CI does not depend on it)",
+    os.environ.get("STUDYHALL_OUTAGE_TESTS") == "0",
+    reason="STUDYHALL_OUTAGE_TESTS=0: this machine's PostgreSQL is not to be restarted",
 )
 def test_two_workers_ride_out_a_postgresql_restart(postgres_url, study_name, tmp_path):
+    # It hung in 2 of 13 runs (1 in 4 with two restarts at random moments) until trials that
+    # never beat were judged dead: see test_a_trial_lost_before_its_first_heartbeat_... above.
+    # Since then 32 runs in a row passed, half of them beside two busy processes. Set
+    # STUDYHALL_OUTAGE_TESTS=0 where other people's tests share the server.
     cluster = _cluster()
     n = 8
     proc = _two_workers(postgres_url, study_name, n, tmp_path)
     try:
         stopped = subprocess.run([*cluster, "stop"], capture_output=True, text=True, timeout=60)
+        if stopped.returncode != 0 and _ready():
+            pytest.skip(f"cannot stop the local PostgreSQL cluster: {stopped.stderr.strip()}")
         assert stopped.returncode == 0, stopped.stderr
         time.sleep(OUTAGE_S)
         started = subprocess.run([*cluster, "start"], capture_output=True, text=True, timeout=60)
