@@ -140,6 +140,7 @@ _add(
         factory=lambda: breast_cancer,
         params=PARAMS,
         directions=_directions,
+        prepare=_keras.keras,
         description="Keras MLP on scikit-learn's breast-cancer data; validation accuracy or loss.",
     )
 )

@@ -209,6 +209,7 @@ _add(
         params=PARAMS,
         directions=_directions,
         check=_check,
+        prepare=_keras.keras,
         description="Keras MLP or small CNN on MNIST; validation accuracy or loss, test accuracy kept.",
     )
 )

@@ -86,6 +86,8 @@ class ObjectiveInfo:
         description: one line for ``studyhall`` listings.
         check: given the fixed options, why a combination of them is not allowed (``None``:
             it is), for rules no single parameter's bounds can say.
+        prepare: run once per worker process before its first trial (e.g. import Keras), so
+            that a trial's duration is its own, not the process's start-up.
     """
 
     name: str
@@ -95,6 +97,7 @@ class ObjectiveInfo:
     description: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
     check: Callable[[Mapping[str, Any]], str | None] | None = None
+    prepare: Callable[[], object] | None = None
 
     def defaults(self) -> dict[str, Any]:
         return {k: p.default for k, p in (self.params or {}).items()}

@@ -128,7 +128,10 @@ class _TrialFunction:
         self.spec = spec
         self.url = url  # where the study lives: its trained models are saved beside it
         self.options = dict(spec.objective.options)
-        self.objective = get_objective(spec.objective.name).factory()
+        info = get_objective(spec.objective.name)
+        self.objective = info.factory()
+        if info.prepare is not None:
+            info.prepare()
         self.on_start = on_start
         self.current: Any = None
 

@@ -47,3 +47,18 @@ def test_hyperparameter_check_explains_the_problem():
     assert hp.check("gelu") == "must be one of relu, tanh"
     assert Hyperparameter("int", 1).check(1.5) == "must be of type int"
     assert Hyperparameter("int", 1).check(True) == "must be of type int"
+
+
+def test_a_keras_objective_imports_keras_when_the_worker_starts_not_in_its_first_trial():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from studyhall import load_spec; "
+        "from studyhall.studies.worker import _TrialFunction; "
+        "spec = load_spec('breast-cancer-tpe'); print('BEFORE', 'keras' in sys.modules); "
+        "_TrialFunction(spec, on_start=lambda: None); print('AFTER', 'keras' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300).stdout
+    assert "BEFORE False" in out and "AFTER True" in out, out
