@@ -95,7 +95,9 @@ def test_a_killed_worker_s_trial_fails_within_the_grace_period_and_is_retried(
     storage_url, study_name, tmp_path
 ):
     n, grace = 5, 3
-    create(slow_spec(study_name, n), storage_url)
+    # 2 s trials: SQL storages write a running trial's curve at most 1 s apart (``_mirror.py``),
+    # so a 0.8 s trial never showed two steps while it ran.
+    create(slow_spec(study_name, n, steps=20), storage_url)
     args = [
         "worker",
         study_name,
