@@ -259,9 +259,9 @@ def test_workers_started_together_never_overshoot_the_budget(sqlite_url, study_n
 def _keras_spec(name: str, n_trials: int) -> dict:
     """Breast-cancer MLP trials of a few seconds, reporting every epoch (a Keras trial to kill).
 
-    Two 256-unit layers: 4-5 s a trial on one thread here (12 s for a worker's first, which
-    compiles). 16 units took 0.8 s, shorter than the two workers' start-up skew on a loaded
-    machine, so one worker could run both trials before the other began (1 run in 20).
+    Two 256-unit layers: 4-5 s a trial on one thread here. 16 units took 0.8 s, shorter than
+    the two workers' start-up skew on a loaded machine, so one worker could run both trials
+    before the other began (1 run in 20).
     """
     return {
         "name": name,
