@@ -160,6 +160,8 @@ class _TrialFunction:
         except (optuna.TrialPruned, StudyhallError, MemoryError):
             raise
         except Exception as exc:
+            if is_transient(exc):  # the storage, not the objective: the loop backs off
+                raise
             reason = f"{type(exc).__name__}: {exc}"[:1000]
             trial.set_user_attr("fail_reason", reason)
             raise _TrialFailed(reason) from exc
@@ -268,12 +270,15 @@ def _admit(study: Any, target: int | None, lock: Any, heartbeat: bool) -> str:
     finished = counts["COMPLETE"] + counts["PRUNED"]
     if finished + running < target:
         return "go"
-    lock.release()
     if finished >= target or not heartbeat:
+        lock.release()
         return "done"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "experimental" since Optuna 2.9
-        fail_stale_trials(study)  # a dead worker's trial is failed and queued again here
+    try:  # under the lock, as the stale watch does: no new trial starts between fail and queue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "experimental" since Optuna 2.9
+            fail_stale_trials(study)  # a dead worker's trial is failed and queued again here
+    finally:
+        lock.release()
     return "wait"
 
 
