@@ -117,7 +117,7 @@ class Comparison:
 
     def table(self) -> list[tuple[str, ...]]:
         """The summary table's rows (strings), in the order of ``TABLE_HEADER``."""
-        rows = []
+        rows: list[tuple[str, ...]] = []
         for s in self.summaries:
             spread = "-" if s.mean_best is None else f"{s.mean_best:.4g} ± {s.std_best or 0:.2g}"
             rows.append((

@@ -104,7 +104,7 @@ class OwnTrialsMirror:
         from optuna.storages._rdb import models
 
         trials = models.TrialModel
-        query = sqlalchemy.select(trials.trial_id).where(
+        query: Any = sqlalchemy.select(trials.trial_id).where(
             trials.study_id == study_id, trials.trial_id > greater_than)
         if included:
             query = sqlalchemy.union_all(query, sqlalchemy.select(trials.trial_id).where(
@@ -119,8 +119,8 @@ class OwnTrialsMirror:
 
         trials = models.TrialModel
         out = []
-        with read_connection(self.engine) as connection, \
-                Session(bind=connection) as session:  # type: ignore[attr-defined]
+        engine = self.engine  # type: ignore[attr-defined]
+        with read_connection(engine) as connection, Session(bind=connection) as session:
             for start in range(0, len(trial_ids), LOAD_CHUNK):
                 rows = (
                     session.query(trials)
@@ -170,8 +170,8 @@ class OwnTrialsMirror:
         from optuna.storages._rdb import models
         from sqlalchemy.orm import Session
 
-        with read_connection(self.engine) as connection, \
-                Session(bind=connection) as session:  # type: ignore[attr-defined]
+        engine = self.engine  # type: ignore[attr-defined]
+        with read_connection(engine) as connection, Session(bind=connection) as session:
             row = models.TrialModel.find_or_raise_by_id(trial_id, session)  # no relations loaded
             return row.datetime_start, row.datetime_complete
 
