@@ -110,3 +110,27 @@ def redis_url():
 @pytest.fixture
 def journal_url(tmp_path) -> str:
     return f"journal://{tmp_path / 'studies.log'}"  # journal:///abs/path
+
+
+def storage_for(backend: str, request) -> str:
+    """A storage URL of ``backend`` (sqlite, postgresql, mysql, journal, redis) for this test;
+    a study named ``study_name`` on a server is deleted afterwards."""
+    import contextlib
+
+    if backend == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    url = request.getfixturevalue({"postgresql": "postgres_url", "mysql": "mysql_url",
+                                   "journal": "journal_url", "redis": "redis_url"}[backend])
+    if backend in ("postgresql", "mysql"):
+        name = request.getfixturevalue("study_name")
+
+        def drop() -> None:
+            import optuna
+
+            from studyhall.storage import open_storage
+
+            with contextlib.suppress(KeyError):
+                optuna.delete_study(study_name=name, storage=open_storage(url))
+
+        request.addfinalizer(drop)
+    return url

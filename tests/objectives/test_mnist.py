@@ -13,7 +13,7 @@ from studyhall.objectives import _keras
 from studyhall.objectives.mnist import ARTICLE_INITIALIZERS, evaluate
 from studyhall.objectives.mnist_data import mnist_split
 from studyhall.reports.records import ExportError, export_model
-from studyhall.studies import load_spec, open_study, run_study
+from studyhall.studies import load_spec, run_study
 
 SMALL = {"subset": 3000, "val_size": 1000, "epochs": 2, "units": 32}
 
@@ -21,6 +21,17 @@ SMALL = {"subset": 3000, "val_size": 1000, "epochs": 2, "units": 32}
 def _spec(name: str, url: str, objective: dict, space: dict, n_trials: int) -> dict:
     return {"name": name, "objective": {"name": "mnist", **objective}, "space": space,
             "sampler": "random", "seed": 7, "n_trials": n_trials, "storage": url}
+
+
+def _assert_export_scores_as_stored(handle, trial, out) -> None:
+    """The best trial's exported model (500 validation / 1,000 training digits) reloads and
+    scores the trial's validation value and stored test accuracy."""
+    export_model(handle, out)
+    model = _keras.keras().models.load_model(out / "model.keras")
+    data = mnist_split(500, 42, 1000)
+    assert evaluate(model, data.x_val, data.y_val)[1] == pytest.approx(trial.value, abs=1e-6)
+    assert evaluate(model, data.x_test, data.y_test)[1] == pytest.approx(
+        trial.user_attrs["test_accuracy"], abs=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -153,12 +164,7 @@ def test_a_hill_climbed_mlp_beats_chance_and_its_saved_model_holds_the_climbed_w
     trial = handle.best_trial
     assert sorted(trial.intermediate_values) == [0, 1]  # one report per checkpoint
     assert trial.value > 0.2  # 10 classes: chance is 0.1
-    export_model(handle, tmp_path / "climb")
-    model = _keras.keras().models.load_model(tmp_path / "climb" / "model.keras")
-    data = mnist_split(500, 42, 1000)
-    assert evaluate(model, data.x_val, data.y_val)[1] == pytest.approx(trial.value, abs=1e-6)
-    assert evaluate(model, data.x_test, data.y_test)[1] == pytest.approx(
-        trial.user_attrs["test_accuracy"], abs=1e-6)
+    _assert_export_scores_as_stored(handle, trial, tmp_path / "climb")
 
 
 def test_a_gradient_free_cnn_is_refused_before_anything_runs(mnist_npz, sqlite_url):
@@ -242,12 +248,7 @@ def test_the_fit_loop_also_ends_with_the_best_epoch_and_saves_it(mnist_npz, sqli
     trial = handle.best_trial
     curve = trial.intermediate_values
     assert trial.user_attrs["best_epoch"] == max(curve, key=curve.get)
-    export_model(handle, tmp_path / "fit")
-    model = _keras.keras().models.load_model(tmp_path / "fit" / "model.keras")
-    data = mnist_split(500, 42, 1000)
-    assert evaluate(model, data.x_val, data.y_val)[1] == pytest.approx(trial.value, abs=1e-6)
-    assert evaluate(model, data.x_test, data.y_test)[1] == pytest.approx(
-        trial.user_attrs["test_accuracy"], abs=1e-6)
+    _assert_export_scores_as_stored(handle, trial, tmp_path / "fit")
 
 
 @pytest.mark.parametrize("loss", ["sparse_categorical_logits", "sparse_categorical_mse",

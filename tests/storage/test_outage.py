@@ -20,29 +20,10 @@ import yaml
 
 from studyhall import join_study
 from studyhall.storage import Heartbeat, open_storage
-from tests.conftest import beale_spec
+from tests.conftest import beale_spec, storage_for
 from tests.studies.workers import create, kill_group, slow_spec, start, states, trials, wait_for
 
 OUTAGE_S = 5
-
-
-def _url(backend: str, request) -> str:
-    """A storage of ``backend`` for this test; a study on a server is deleted afterwards."""
-    if backend == "sqlite":
-        return request.getfixturevalue("sqlite_url")
-    url = request.getfixturevalue({"postgresql": "postgres_url", "mysql": "mysql_url",
-                                   "journal": "journal_url", "redis": "redis_url"}[backend])
-    if backend in ("postgresql", "mysql"):
-        name = request.getfixturevalue("study_name")
-
-        def drop() -> None:
-            import optuna
-
-            with contextlib.suppress(KeyError):
-                optuna.delete_study(study_name=name, storage=open_storage(url))
-
-        request.addfinalizer(drop)
-    return url
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mysql", "journal", "redis"])
@@ -51,7 +32,7 @@ def test_a_trial_lost_before_its_first_heartbeat_is_failed_and_retried(
 ):
     import optuna
 
-    url, n, grace = _url(backend, request), 3, 2
+    url, n, grace = storage_for(backend, request), 3, 2
     create(beale_spec(study_name, sampler="random", n_trials=n), url)
     # A worker created this trial and lost it before its first heartbeat: the database went away
     # in that instant (as in the restart test below, 1 run in 4), or the worker was killed.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
@@ -11,8 +10,7 @@ import pytest
 
 from studyhall import SpecError, StudyNotFoundError, join_study, run_study
 from studyhall.cli import main
-from studyhall.storage import open_storage
-from tests.conftest import beale_spec
+from tests.conftest import beale_spec, storage_for
 from tests.studies.workers import (
     create,
     kill_group,
@@ -28,30 +26,10 @@ from tests.studies.workers import (
 BACKENDS = ["sqlite", "postgresql", "journal", "redis"]
 
 
-def storage_for(backend: str, request, tmp_path) -> str:
-    """The URL of ``backend`` for this test; a PostgreSQL study is deleted afterwards."""
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'studies.db'}"
-    url = request.getfixturevalue(
-        {"postgresql": "postgres_url", "journal": "journal_url", "redis": "redis_url"}[backend]
-    )
-    if backend == "postgresql":
-        name = request.getfixturevalue("study_name")
-
-        def drop() -> None:
-            import optuna
-
-            with contextlib.suppress(KeyError):
-                optuna.delete_study(study_name=name, storage=open_storage(url))
-
-        request.addfinalizer(drop)
-    return url
-
-
 @pytest.fixture(params=BACKENDS)
 def storage_url(request, tmp_path):
     """Every storage a worker can share, each with a study name of its own."""
-    return storage_for(request.param, request, tmp_path)
+    return storage_for(request.param, request)
 
 
 def test_a_worker_joins_by_name_and_n_trials_is_the_study_total(storage_url, study_name):
@@ -279,7 +257,7 @@ def _keras_spec(name: str, n_trials: int) -> dict:
 def test_kill_9_in_the_middle_of_a_keras_trial_loses_nothing(
     backend, request, study_name, tmp_path
 ):
-    url = storage_for(backend, request, tmp_path)
+    url = storage_for(backend, request)
     n, grace = 2, 3
     create(_keras_spec(study_name, n), url)
     args = ["worker", study_name, "--storage", url, "--heartbeat", "1", "--grace", str(grace)]
