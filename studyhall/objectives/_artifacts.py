@@ -9,8 +9,9 @@ Models go to Optuna's ``FileSystemArtifactStore``, which the dashboard can read.
 sits next to a file storage (``runs.db`` -> ``runs.db.artifacts/``); for a server storage it
 is the ``artifact_dir`` option, else ``$STUDYHALL_ARTIFACTS``, else ``./studyhall-artifacts``.
 The worker says which storage it serves (``trial_artifacts``); ``save_trial_model`` is called
-by ``_keras.train_reporting`` once the best epoch's weights are restored, so every Keras
-objective saves without code of its own.
+by ``_keras.train_reporting`` once the best epoch's weights are restored, so a backprop trial
+saves without code of its own; the gradient-free trainers and runs trained in threads call it
+themselves with the model they ended with.
 
 Example:
     >>> with trial_artifacts(parse_url("sqlite:///runs.db"), {"save_models": "all"}):
