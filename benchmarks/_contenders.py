@@ -7,6 +7,7 @@ grid (GridSampler, same seed), so they train exactly the same configurations in 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -92,7 +93,8 @@ def studyhall_run(trials: int, epochs: int, workdir: str) -> dict[str, Any]:
 
     _quiet()
     _data()  # loaded once per process, as a worker does; excluded like the peers' data loading
-    spec = {"name": "bench", "objective": {"name": "breast_cancer", "epochs": epochs, "optimizer": "sgd"},
+    spec = {"name": "bench",
+            "objective": {"name": "breast_cancer", "epochs": epochs, "optimizer": "sgd"},
             "space": GRID, "sampler": "grid", "seed": SEED}
     start = time.perf_counter()
     handle = studyhall.run_study(spec, n_trials=trials, storage=f"sqlite:///{workdir}/studyhall.db")
@@ -100,9 +102,11 @@ def studyhall_run(trials: int, epochs: int, workdir: str) -> dict[str, Any]:
     values = [t.value for t in handle.trials(["COMPLETE"])]
     import keras
 
-    # A diverged trial (NaN guard) counts its best epoch before the NaN, as max() does in fit's.
-    curves = [max([v for v in t.intermediate_values.values() if v == v], default=0.0)
-              if t.value is None else t.value for t in handle.trials()]
+    # A diverged trial (NaN guard) counts its best epoch before the NaN, as max() does in fit's
+    # (its stored value is the last epoch reported, as for any pruned trial).
+    curves = [t.value if t.state.name == "COMPLETE" else
+              max([v for v in t.intermediate_values.values() if v == v], default=0.0)
+              for t in handle.trials()]
     return {"seconds_per_trial": elapsed / trials, "best": max(values) if values else 0.0,
             "mean": _mean(curves), "backend": keras.backend.backend()}
 
@@ -122,7 +126,8 @@ def keras_tuner(trials: int, epochs: int, workdir: str) -> dict[str, Any]:
             keras.layers.Dropout(hp.Choice("dropout", GRID["dropout"])),
             keras.layers.Dense(1),
         ])
-        model.compile(optimizer=keras.optimizers.SGD(hp.Choice("learning_rate", GRID["learning_rate"])),
+        learning_rate = hp.Choice("learning_rate", GRID["learning_rate"])
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate),
                       loss=keras.losses.BinaryCrossentropy(from_logits=True),
                       metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)])
         return model
@@ -150,7 +155,8 @@ def noop_optuna_default(trials: int, url: str) -> dict[str, Any]:
     _quiet()
     study = optuna.create_study(storage=url, study_name=f"noop-{os.getpid()}-{time.time_ns()}")
     start = time.perf_counter()
-    study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_float("y", 0, 1), n_trials=trials)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_float("y", 0, 1),
+                   n_trials=trials)
     elapsed = time.perf_counter() - start
     optuna.delete_study(study_name=study.study_name, storage=url)
     return {"seconds_per_trial": elapsed / trials, "best": 0.0}
@@ -166,7 +172,8 @@ def noop_studyhall(trials: int, url: str) -> dict[str, Any]:
     storage = open_storage(url)
     study = optuna.create_study(storage=storage, study_name=f"noop-{os.getpid()}-{time.time_ns()}")
     start = time.perf_counter()
-    study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_float("y", 0, 1), n_trials=trials)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_float("y", 0, 1),
+                   n_trials=trials)
     elapsed = time.perf_counter() - start
     optuna.delete_study(study_name=study.study_name, storage=storage)
     return {"seconds_per_trial": elapsed / trials, "best": 0.0}
@@ -356,10 +363,8 @@ def growth_worker(size: int, url: str) -> dict[str, Any]:
             "sampler": "random", "seed": 1}
     import optuna
 
-    try:  # left by an attempt the database's restart cut short
+    with contextlib.suppress(KeyError):  # left by an attempt the database's restart cut short
         optuna.delete_study(study_name=name, storage=url)
-    except KeyError:
-        pass
     studyhall.run_study(spec, n_trials=1, storage=url)  # creates it with its spec
     _seed_trials(url, name, size - 1, -4.5, 4.5, steps=5)
 

@@ -88,7 +88,7 @@ def _trial_progress(bar: _Bar) -> Any:
 def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     cells = [list(map(str, header))] + [[_fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -128,16 +128,17 @@ def _print_summary(handle: Any, top: int) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    import contextlib
     import faulthandler
     import signal
 
     from studyhall.studies import load_spec, run_study
     from studyhall.studies.worker import raising_signals
 
-    try:  # `kill -USR1 PID` prints where it is; needs a real stderr (not under a test's capture)
+    # `kill -USR1 PID` prints where it is; needs a real stderr (not under a test's capture).
+    # io.UnsupportedOperation is both an OSError and a ValueError.
+    with contextlib.suppress(AttributeError, OSError, ValueError):
         faulthandler.register(signal.SIGUSR1, all_threads=True)
-    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
-        pass
 
     spec = load_spec(
         args.spec,
@@ -194,7 +195,8 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     for name in names():
         spec = load_spec(name)
         about = spec.description if len(spec.description) <= 60 else spec.description[:57] + "..."
-        rows.append((name, spec.objective.name, spec.sampler.name, spec.pruner.name, spec.budget, about))
+        rows.append((name, spec.objective.name, spec.sampler.name, spec.pruner.name, spec.budget,
+                     about))
     print(_table(rows, ["preset", "objective", "sampler", "pruner", "trials", "description"]))
     return 0
 
@@ -549,14 +551,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"studyhall {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more logging (-vv: debug); tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
     storage_help = "storage URL (default: the spec's, else sqlite:///studyhall.db)"
 
     p = sub.add_parser("run", help="create or resume a study and run it",
                        description="Create the study (or resume it: the budget counts the trials "
                        "it already holds) and run it until it holds N finished trials.")
     p.add_argument("spec", metavar="SPEC_OR_PRESET", help="a YAML spec file or a preset name")
-    p.add_argument("--trials", type=_positive_int, help="total finished trials the study should hold")
+    p.add_argument("--trials", type=_positive_int,
+                   help="total finished trials the study should hold")
     p.add_argument("--timeout", type=_seconds, help="stop this run after S seconds")
     p.add_argument("--storage", help=storage_help)
     p.add_argument("--workers", type=_positive_int,

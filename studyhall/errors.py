@@ -38,7 +38,8 @@ class ObjectiveError(StudyhallError, RuntimeError):
 
 
 class DataError(ObjectiveError):
-    """A data set is missing, corrupt or cannot be fetched; the message names the command to fix it."""
+    """A data set is missing, corrupt or cannot be fetched; the message names the command to
+    fix it."""
 
 
 class Interrupted(KeyboardInterrupt):

@@ -59,7 +59,8 @@ def any_storage(request, tmp_path) -> str:
     """Every RDB backend in turn."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'studies.db'}"
-    return request.getfixturevalue(f"{'postgres' if request.param == 'postgresql' else 'mysql'}_url")
+    backend = "postgres" if request.param == "postgresql" else "mysql"
+    return request.getfixturevalue(f"{backend}_url")
 
 
 @pytest.fixture
@@ -77,7 +78,8 @@ def _work_in_tmp(tmp_path, monkeypatch):
 def beale_spec(name: str, sampler="tpe", n_trials=20, **extra) -> dict:
     """A Beale spec dict; grid-friendly (stepped) when the sampler is grid."""
     if sampler == "grid":
-        space = {"x": {"low": -4.5, "high": 4.5, "step": 1.5}, "y": {"low": -4.5, "high": 4.5, "step": 1.5}}
+        space = {"x": {"low": -4.5, "high": 4.5, "step": 1.5},
+                 "y": {"low": -4.5, "high": 4.5, "step": 1.5}}
     else:
         space = {"x": {"low": -4.5, "high": 4.5}, "y": {"low": -4.5, "high": 4.5}}
     return {"name": name, "objective": "beale", "space": space, "sampler": sampler,

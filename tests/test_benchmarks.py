@@ -18,8 +18,9 @@ def test_the_benchmark_command_runs_with_a_tiny_budget():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
-    for contender in ("optuna-keras-fit (tensorflow)", "optuna-keras-fit (jax)", "keras-tuner (tensorflow)",
-                      "studyhall (jax)", "studyhall-warm (jax)", "optuna-default"):
+    for contender in ("optuna-keras-fit (tensorflow)", "optuna-keras-fit (jax)",
+                      "keras-tuner (tensorflow)", "studyhall (jax)", "studyhall-warm (jax)",
+                      "optuna-default"):
         assert f"| {contender} |" in out
     assert "### P1:" in out and "### P2: no-op trial on sqlite" in out
     assert "| 2 |" in out and "### P5:" in out and "no-op ms at 20" in out

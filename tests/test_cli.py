@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -10,12 +9,13 @@ import yaml
 
 from studyhall.cli import main
 
-COMMANDS = ["run", "list", "show", "presets", "report", "export", "delete", "dashboard", "worker", "proxy", "data", "compare"]
+COMMANDS = ["run", "list", "show", "presets", "report", "export", "delete", "dashboard", "worker",
+            "proxy", "data", "compare"]
 
 
 def cli(*args: str, cwd=None, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "studyhall", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "studyhall", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout)
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
@@ -72,7 +72,8 @@ def test_presets_lists_every_preset(capsys):
 
 def test_an_objective_that_always_fails_exits_1(tmp_path, capsys):
     spec = tmp_path / "broken.yaml"
-    spec.write_text("objective: tests.objectives.helpers:always_fails\nn_trials: 3\nspace:\n  a: [1, 2]\n")
+    spec.write_text("objective: tests.objectives.helpers:always_fails\n"
+                    "n_trials: 3\nspace:\n  a: [1, 2]\n")
     assert main(["run", str(spec), "-q"]) == 1
     err = capsys.readouterr().err
     assert "every trial failed; last: ValueError: this objective is broken" in err
@@ -122,19 +123,27 @@ def run_main(args) -> int:
 
 
 BAD_ARGS = [
-    (["run", "beale-tpe", "--trials", "0"], "argument --trials: must be a positive integer; got '0'"),
-    (["run", "beale-tpe", "--workers", "two"], "argument --workers: must be a positive integer; got 'two'"),
-    (["run", "beale-tpe", "--seed", "-1"], "argument --seed: must be an integer in [0, 2**32); got '-1'"),
-    (["run", "beale-tpe", "--timeout", "0"], "argument --timeout: must be a positive number of seconds"),
+    (["run", "beale-tpe", "--trials", "0"],
+     "argument --trials: must be a positive integer; got '0'"),
+    (["run", "beale-tpe", "--workers", "two"],
+     "argument --workers: must be a positive integer; got 'two'"),
+    (["run", "beale-tpe", "--seed", "-1"],
+     "argument --seed: must be an integer in [0, 2**32); got '-1'"),
+    (["run", "beale-tpe", "--timeout", "0"],
+     "argument --timeout: must be a positive number of seconds"),
     (["run", "no-such-preset"], "'no-such-preset' is neither a spec file nor a preset"),
-    (["run", "beale-tpe", "--storage", "ftp://x/y"], "storage URL scheme 'ftp' from `storage` in the command line"),
+    (["run", "beale-tpe", "--storage", "ftp://x/y"],
+     "storage URL scheme 'ftp' from `storage` in the command line"),
     (["run", "beale-tpe", "--storage", "postgresql://postgres:pw@127.0.0.1:1/test"],
      "cannot use storage postgresql+psycopg://postgres:***@127.0.0.1:1/test"),
     (["show", "nope", "--storage", "sqlite:///x.db"], "no study named 'nope' in sqlite:///x.db"),
-    (["list", "--storage", "mysql://root@127.0.0.1:1/test"], "cannot use storage mysql+pymysql://root@127.0.0.1:1/test"),
+    (["list", "--storage", "mysql://root@127.0.0.1:1/test"],
+     "cannot use storage mysql+pymysql://root@127.0.0.1:1/test"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
-    (["worker", "nope", "--storage", "sqlite:///x.db"], "no studies in sqlite:///x.db: the file 'x.db' does not exist"),
-    (["worker", "beale-tpe", "--storage", "journal:///no/such/dir/s.log"], "directory that does not exist (/no/such/dir)"),
+    (["worker", "nope", "--storage", "sqlite:///x.db"],
+     "no studies in sqlite:///x.db: the file 'x.db' does not exist"),
+    (["worker", "beale-tpe", "--storage", "journal:///no/such/dir/s.log"],
+     "directory that does not exist (/no/such/dir)"),
 ]
 
 
@@ -159,11 +168,14 @@ def test_light_commands_do_not_load_keras_or_tensorflow(tmp_path, sqlite_url):
     assert main(["run", "beale-tpe", "--trials", "2", "--storage", sqlite_url, "-q"]) == 0
     code = (
         "import sys, time; t = time.perf_counter(); from studyhall.cli import main; "
-        f"main(['list', '--storage', {sqlite_url!r}]); main(['show', 'beale-tpe', '--storage', {sqlite_url!r}]); "
-        "print('HEAVY', sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules)); "
+        f"main(['list', '--storage', {sqlite_url!r}]); "
+        f"main(['show', 'beale-tpe', '--storage', {sqlite_url!r}]); "
+        "print('HEAVY', sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') "
+        "if m in sys.modules)); "
         "print('SECONDS', time.perf_counter() - t)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=tmp_path)
     assert "HEAVY []" in result.stdout, result.stdout + result.stderr
     seconds = float(result.stdout.split("SECONDS")[1])
     assert seconds < 5.0  # ~1.5 s on an idle 2-core machine

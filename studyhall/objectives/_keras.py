@@ -194,14 +194,16 @@ def build_mlp(
     k = keras()
     model = k.Sequential([k.Input((n_features,))])
     for _ in range(layers):
-        model.add(k.layers.Dense(units, activation=activation, kernel_initializer=kernel_initializer))
+        model.add(k.layers.Dense(units, activation=activation,
+                                 kernel_initializer=kernel_initializer))
         if dropout > 0:
             model.add(k.layers.Dropout(dropout))
     model.add(k.layers.Dense(outputs, activation=output_activation))
     return model
 
 
-def make_optimizer(name: str, learning_rate: Any, momentum: float = 0.0, nesterov: bool = False) -> Any:
+def make_optimizer(name: str, learning_rate: Any, momentum: float = 0.0,
+                   nesterov: bool = False) -> Any:
     """A Keras optimizer by name; momentum/Nesterov apply to SGD (momentum also to RMSprop)."""
     o = keras().optimizers
     if name == "sgd":

@@ -3,10 +3,17 @@
 ``model.fit`` spends almost all of a small network's time on per-epoch setup, callbacks and a
 separate validation pass, and compiles new step functions for every model. Here one epoch (shuffle,
 every minibatch step, validation) is one jitted call on data kept on the device, and the compiled
-epoch is reused by every later trial whose network has the same shape: learning rate, momentum
-and weights are arguments, not constants. The model is still a Keras model (built, initialised and
-saved by Keras; ``model.stateless_call`` and ``optimizer.stateless_apply`` do the maths), so the
-result is the model ``fit`` would train, minus the overhead.
+epoch is reused by every later trial whose network has the same shape: learning rate and weights
+are arguments, not constants. The model is still a Keras model (built, initialised and saved by
+Keras; ``optimizer.stateless_apply`` and ``model.stateless_call`` do the maths), so the result is
+the model ``fit`` would train, minus the overhead.
+
+A plain perceptron (``Dense`` layers, each optionally after a ``Dropout``, maybe a ``Flatten``
+first: what ``build_mlp`` and the MNIST MLP make) runs through a forward pass of our own instead of
+``stateless_call``, with its dropout rates and its activations (linear or relu) as arguments
+too: one compiled epoch then serves all of those and every initializer. On the seed
+article's space that is 9 compiled shapes (units x batch size) instead of 54; with a continuous
+dropout rate (``breast-cancer-tpe``) no longer nearly one per trial.
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ def _strip_names(value: Any) -> Any:
     return value
 
 
-def _signature(model: Any, optimizer: Any, loss: str, batch_size: int, n: int, n_val: int) -> str:
+def _signature(net: Any, optimizer: Any, loss: str, batch_size: int, n: int, n_val: int) -> str:
     opt = optimizer.get_config()
     opt.pop("name", None)
     if isinstance(opt.get("learning_rate"), (int, float)):
@@ -72,10 +79,127 @@ def _signature(model: Any, optimizer: Any, loss: str, batch_size: int, n: int, n
         # schedule is code, and stays in the signature.
         opt.pop("learning_rate")
     return json.dumps(
-        [_strip_names(model.get_config()), type(optimizer).__name__, opt, loss, batch_size, n, n_val],
+        [_strip_names(net), type(optimizer).__name__, opt, loss, batch_size, n, n_val],
         sort_keys=True,
         default=str,
     )
+
+
+@dataclass(frozen=True)
+class _Plain:
+    """The layout of a plain perceptron: what its compiled epoch depends on.
+
+    Per Dense layer: the indices of its kernel and bias (-1: none) in the model's trainable
+    variables, its activation when that is not one of ``_SELECTED`` (else ``""``), and whether
+    a dropout may precede it. ``selected`` and ``rates`` are the trial's values, arguments of the
+    compiled epoch: an index into ``_SELECTED`` and a dropout rate per layer.
+    """
+
+    flatten: bool
+    dense: tuple[tuple[int, int, str, bool], ...]
+    selected: tuple[int, ...]
+    rates: tuple[float, ...]
+
+
+# Activations chosen at run time: both are computed and one selected. Only these two (the seed
+# article's grid): selecting among linear/relu/tanh/sigmoid, or a ``lax.switch`` over all, made
+# each new shape's compile slower than the compiles it saved (measured on breast-cancer-tpe's
+# space, where almost every trial is a new shape anyway).
+_SELECTED = ("linear", "relu")
+# Other activations the own forward pass computes with Keras' functions, fixed per compile.
+_FIXED = ("tanh", "sigmoid", "elu", "selu", "gelu", "silu", "swish", "softplus", "softsign",
+          "relu6", "mish", "hard_sigmoid", "exponential")
+_GOLDEN = 0x9E3779B9  # spreads the layers' dropout seeds apart
+_EXTRAS = ("kernel_regularizer", "bias_regularizer", "kernel_constraint", "bias_constraint",
+           "activity_regularizer", "quantization_config", "lora_rank")
+
+
+def _plain(model: Any) -> _Plain | None:
+    """``model``'s layout if it is a plain perceptron the own forward pass computes exactly."""
+    if type(model).__name__ != "Sequential" or not model.layers:
+        return None
+    index = {id(v): i for i, v in enumerate(model.trainable_variables)}
+    flatten = False
+    dense: list[tuple[int, int, str, bool]] = []
+    selected: list[int] = []
+    rates: list[float] = []
+    rate: float | None = None  # the rate of a Dropout just seen
+    for position, layer in enumerate(model.layers):
+        kind = type(layer).__name__
+        config = layer.get_config()
+        if config.get("dtype", {}).get("config", {}).get("name", "float32") != "float32":
+            return None
+        if kind == "Flatten" and position == 0:
+            flatten = True
+        elif kind == "Dropout" and rate is None and config.get("noise_shape") is None:
+            rate = float(config["rate"])
+        elif kind == "Dense" and not any(config.get(key) for key in _EXTRAS):
+            act = config.get("activation")
+            if act not in _SELECTED + _FIXED or id(layer.kernel) not in index:
+                return None  # a custom activation, or a frozen layer
+            bias = index.get(id(layer.bias), -1) if layer.use_bias else -1
+            if layer.use_bias and bias < 0:
+                return None
+            # A dropout slot before every layer but the first (whether this model's rate is
+            # 0 or not), and before the first when the model has one there.
+            slot = bool(dense) or rate is not None
+            dense.append((index[id(layer.kernel)], bias, "" if act in _SELECTED else act, slot))
+            selected.append(_SELECTED.index(act) if act in _SELECTED else 0)
+            rates.append(rate or 0.0)
+            rate = None
+        else:
+            return None
+    if rate is not None or not dense or len(index) != sum(1 + (d[1] >= 0) for d in dense):
+        return None  # a trailing Dropout, or variables the layout does not account for
+    return _Plain(flatten, tuple(dense), tuple(selected), tuple(rates))
+
+
+def _plain_forward(layout: _Plain) -> Callable[..., Any]:
+    """Logits of a plain perceptron: Keras' Dense and Dropout maths, knobs as arguments."""
+    import jax
+    import jax.numpy as jnp
+
+    from studyhall.objectives._keras import keras
+
+    get = keras().activations.get
+    chosen = [get(name) for name in _SELECTED]
+
+    def dropout(h: Any, rate: Any, key: Any) -> Any:  # keras.src.backend.jax.random.dropout
+        keep = 1.0 - rate
+        mask = jax.random.bernoulli(key, p=keep, shape=h.shape)
+        return jax.lax.select(mask, h / keep, jnp.zeros_like(h))
+
+    def forward(trainable: Any, non_trainable: Any, x: Any, knobs: Any, key: Any,
+                training: bool) -> Any:
+        selected, rates = knobs
+        h = x.reshape((x.shape[0], -1)) if layout.flatten else x
+        for j, (kernel, bias, fixed, slot) in enumerate(layout.dense):
+            if training and slot:  # rate 0 keeps every unit: the same maths as no dropout
+                seed = jnp.array([(_GOLDEN * j) & 0xFFFFFFFF, 0], jnp.uint32)
+                h = dropout(h, rates[j], key + seed)
+            h = jnp.matmul(h, trainable[kernel])
+            if bias >= 0:
+                h = h + trainable[bias]
+            if fixed:
+                h = get(fixed)(h)
+            else:
+                out = chosen[0](h)
+                for i, fn in enumerate(chosen[1:], 1):
+                    out = jnp.where(selected[j] == i, fn(h), out)
+                h = out
+        return h, non_trainable
+
+    return forward
+
+
+def _keras_forward(model: Any) -> Callable[..., Any]:
+    """Any other Keras model: its own ``stateless_call`` (dropout seeds in its state)."""
+
+    def forward(trainable: Any, non_trainable: Any, x: Any, knobs: Any, key: Any,
+                training: bool) -> Any:
+        return model.stateless_call(trainable, non_trainable, x, training=training)
+
+    return forward
 
 
 def _losses(loss: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
@@ -114,8 +238,11 @@ def _losses(loss: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
     return per_example, correct
 
 
-def _compile(model: Any, optimizer: Any, loss: str, batch_size: int, n: int,
-             n_val: int) -> Callable[..., Any]:
+def _compile(forward: Callable[..., Any], optimizer: Any, loss: str, batch_size: int, n: int,
+             n_val: int, work: int) -> Callable[..., Any]:
+    """One epoch as one jitted call. ``forward(trainable, non_trainable, x, knobs, key,
+    training) -> (logits, non_trainable)``; ``knobs`` are per-trial arguments of the forward
+    pass, ``key`` a minibatch's dropout key: ``seeds`` (trial seed, first step) plus the step."""
     import jax
     import jax.numpy as jnp
 
@@ -124,35 +251,40 @@ def _compile(model: Any, optimizer: Any, loss: str, batch_size: int, n: int,
     pad = n_batches * batch_size - n
     mask = (np.arange(n_batches * batch_size) < n).astype("float32").reshape(n_batches, batch_size)
 
-    def batch_loss(trainable: Any, non_trainable: Any, x: Any, y: Any, w: Any) -> Any:
-        logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
-        total = jnp.sum(per_example(y, logits) * w)
-        return total / jnp.maximum(jnp.sum(w), 1.0), (non_trainable, total)
-
-    grad = jax.value_and_grad(batch_loss, has_aux=True)
-
-    def step(carry: Any, batch: Any) -> Any:
-        trainable, non_trainable, opt_vars = carry
-        x, y, w = batch
-        (_, (non_trainable, total)), grads = grad(trainable, non_trainable, x, y, w)
-        trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
-        return (trainable, non_trainable, opt_vars), total
-
     def epoch(trainable: Any, non_trainable: Any, opt_vars: Any, order: Any, x: Any, y: Any,
-              x_val: Any, y_val: Any) -> Any:
+              x_val: Any, y_val: Any, knobs: Any, seeds: Any) -> Any:
+
+        def batch_loss(trainable: Any, non_trainable: Any, x: Any, y: Any, w: Any,
+                       key: Any) -> Any:
+            logits, non_trainable = forward(trainable, non_trainable, x, knobs, key, True)
+            total = jnp.sum(per_example(y, logits) * w)
+            return total / jnp.maximum(jnp.sum(w), 1.0), (non_trainable, total)
+
+        grad = jax.value_and_grad(batch_loss, has_aux=True)
+
+        def step(carry: Any, batch: Any) -> Any:
+            trainable, non_trainable, opt_vars = carry
+            x, y, w, i = batch
+            # Raw (seed, counter) keys, as Keras' seed generators make them: deriving keys by
+            # hashing (fold_in) cost a second of compiling per network shape.
+            key = jnp.stack([seeds[0], seeds[1] + i.astype(jnp.uint32)])
+            (_, (non_trainable, total)), grads = grad(trainable, non_trainable, x, y, w, key)
+            trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
+            return (trainable, non_trainable, opt_vars), total
+
         if pad:
             order = jnp.concatenate([order, order[:pad]])  # padded rows carry zero weight
         xb = x[order].reshape((n_batches, batch_size) + x.shape[1:])
         yb = y[order].reshape((n_batches, batch_size) + y.shape[1:])
         (trainable, non_trainable, opt_vars), totals = jax.lax.scan(
-            step, (trainable, non_trainable, opt_vars), (xb, yb, jnp.asarray(mask))
+            step, (trainable, non_trainable, opt_vars),
+            (xb, yb, jnp.asarray(mask), jnp.arange(n_batches)),
         )
-        logits, _ = model.stateless_call(trainable, non_trainable, x_val, training=False)
+        logits, _ = forward(trainable, non_trainable, x_val, knobs, seeds, False)
         val_loss = jnp.mean(per_example(y_val, logits))
         val_acc = jnp.mean(correct(y_val, logits))
         return trainable, non_trainable, opt_vars, jnp.sum(totals) / n, val_loss, val_acc
 
-    work = model.count_params() * (6 * n + 2 * n_val)
     options = {"xla_backend_optimization_level": 0} if work < UNOPTIMIZED_BELOW else None
     return jax.jit(epoch, donate_argnums=(0, 1, 2), compiler_options=options)
 
@@ -190,7 +322,18 @@ def train(
     x, y, x_val, y_val = data
     batch_size = min(batch_size, len(x))
     optimizer.build(model.trainable_variables)
-    key = _signature(model, optimizer, loss, batch_size, len(x), len(x_val))
+    trainable = [v.value for v in model.trainable_variables]
+    opt_vars = [v.value for v in optimizer.variables]
+    layout = _plain(model)
+    if layout is not None:
+        net: Any = ["plain", layout.flatten, layout.dense, [v.shape for v in trainable],
+                    x.shape[1:]]
+        non_trainable: list[Any] = []  # only dropout seeds, which the own forward replaces
+        knobs: Any = (np.array(layout.selected, np.int32), np.array(layout.rates, np.float32))
+    else:
+        net, knobs = model.get_config(), ()
+        non_trainable = [v.value for v in model.non_trainable_variables]
+    key = _signature(net, optimizer, loss, batch_size, len(x), len(x_val))
     fn = _CACHE.get(key)
     if fn is None:
         if len(_CACHE) >= _MAX_CACHED:
@@ -199,20 +342,22 @@ def train(
             _CACHE.clear()
             gc.collect()
             jax.clear_caches()
-        fn = _CACHE[key] = _compile(model, optimizer, loss, batch_size, len(x), len(x_val))
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
-    opt_vars = [v.value for v in optimizer.variables]
+        forward = _plain_forward(layout) if layout is not None else _keras_forward(model)
+        work = model.count_params() * (6 * len(x) + 2 * len(x_val))
+        fn = _CACHE[key] = _compile(forward, optimizer, loss, batch_size, len(x), len(x_val),
+                                    work)
     dx, dy, dxv, dyv = (_on_device(a) for a in (x, y, x_val, y_val))
     # The shuffle is drawn here, not in the compiled epoch: jax.random.permutation is a sort
-    # network that took XLA longer to compile than the whole rest of the epoch.
+    # network that took XLA longer to compile than the whole rest of the epoch. The dropout
+    # keys of the own forward pass count (seed, step), apart from the shuffle's stream.
     rng = np.random.default_rng(seed)
     best: tuple[list[Any], list[Any]] | None = None
     try:
         for e in range(epochs):
             order = rng.permutation(len(x)).astype(np.int32)
             trainable, non_trainable, opt_vars, tl, vl, va = fn(
-                trainable, non_trainable, opt_vars, order, dx, dy, dxv, dyv
+                trainable, non_trainable, opt_vars, order, dx, dy, dxv, dyv, knobs,
+                np.array([seed & 0xFFFFFFFF, e * math.ceil(len(x) / batch_size)], np.uint32),
             )
             logs = EpochLogs(e, float(tl), float(vl), float(va))
             if on_epoch(logs):
@@ -221,11 +366,13 @@ def train(
     finally:
         if best is not None:
             trainable, non_trainable = best
-        for var, value in zip(model.trainable_variables, trainable):
+        for var, value in zip(model.trainable_variables, trainable, strict=True):
             var.assign(value)
-        for var, value in zip(model.non_trainable_variables, non_trainable):
+        # The own forward pass keeps no non-trainable state (its list is empty): Keras' dropout
+        # seed variables keep their values.
+        for var, value in zip(model.non_trainable_variables, non_trainable, strict=False):
             var.assign(value)
         # The optimizer's state too (step counter, momenta): a later call continues where this
         # one stopped, and ``optimizer.iterations``/``learning_rate`` tell where training got.
-        for var, value in zip(optimizer.variables, opt_vars):
+        for var, value in zip(optimizer.variables, opt_vars, strict=True):
             var.assign(value)

@@ -265,7 +265,7 @@ def store(trial: Any, summary: Summary, runs: Sequence[Run]) -> None:
     trial.set_user_attr("std", summary.std)
     for key, attr in (("repeat", "repeat_values"), ("fold", "fold_values")):
         groups: dict[Any, list[float]] = {}
-        for run, value in zip(runs, summary.values):
+        for run, value in zip(runs, summary.values, strict=True):
             groups.setdefault(getattr(run, key), []).append(value)
         if len(groups) > 1:
             trial.set_user_attr(attr, [float(np.mean(v)) for _, v in sorted(groups.items())])

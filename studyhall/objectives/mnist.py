@@ -41,7 +41,8 @@ PARAMS: dict[str, H] = {
     "model": H("str", "cnn", choices=MODELS, help="mlp on the flattened pixels, or a small CNN"),
     "units": H("int", 128, low=1, high=8192, help="units per hidden dense layer"),
     "layers": H("int", 1, low=0, high=16, help="hidden dense layers (after the convolutions)"),
-    "filters": H("int", 32, low=1, high=512, help="CNN: filters of the first conv (2x in the second)"),
+    "filters": H("int", 32, low=1, high=512,
+                 help="CNN: filters of the first conv (2x in the second)"),
     "activation": H("str", "relu", choices=_keras.ACTIVATIONS, help="hidden activation"),
     "dropout": H("float", 0.0, low=0.0, high=0.95, help="dropout rate before each dense layer"),
     "kernel_initializer": H("str", "glorot_uniform", choices=INITIALIZERS, help="weight init"),
@@ -103,7 +104,8 @@ def build_model(p: Mapping[str, Any]) -> Any:
     return model
 
 
-def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> tuple[float, float]:
+def evaluate(model: Any, x: np.ndarray, y: np.ndarray,
+             batch_size: int = 1000) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` (logits out) on ``(x, y)``, in chunks.
 
     Chunks bound the memory of the convolutions' activations (10,000 images at once would
@@ -199,7 +201,8 @@ def mnist(trial: Any, params: Mapping[str, Any]) -> float:
 
 
 def _directions(options: Mapping[str, Any]) -> tuple[str, ...]:
-    return ("maximize",) if options.get("metric", "val_accuracy") == "val_accuracy" else ("minimize",)
+    metric = options.get("metric", "val_accuracy")
+    return ("maximize",) if metric == "val_accuracy" else ("minimize",)
 
 
 _add(
@@ -210,6 +213,7 @@ _add(
         directions=_directions,
         check=_check,
         prepare=_keras.keras,
-        description="Keras MLP or small CNN on MNIST; validation accuracy or loss, test accuracy kept.",
+        description="Keras MLP or small CNN on MNIST; validation accuracy or loss, "
+                    "test accuracy kept.",
     )
 )

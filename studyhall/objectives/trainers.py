@@ -94,7 +94,7 @@ class Network:
 
     @property
     def n_weights(self) -> int:
-        return sum(i * o + o for i, o in zip(self.sizes[:-1], self.sizes[1:]))
+        return sum(i * o + o for i, o in zip(self.sizes[:-1], self.sizes[1:], strict=True))
 
     def logits(self, weights: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Logits of every row for every weight vector: ``(P, D)`` weights -> ``(P, n)``
@@ -108,7 +108,7 @@ class Network:
         h: np.ndarray = x[None]
         at = 0
         last = len(self.sizes) - 2
-        for layer, (i, o) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+        for layer, (i, o) in enumerate(zip(self.sizes[:-1], self.sizes[1:], strict=True)):
             kernel = w[:, at : at + i * o].reshape(len(w), i, o)
             bias = w[:, at + i * o : at + i * o + o]
             at += i * o + o
@@ -120,7 +120,7 @@ class Network:
     def glorot(self, rng: np.random.Generator) -> np.ndarray:
         """Keras' default start: Glorot-uniform kernels, zero biases."""
         parts = []
-        for i, o in zip(self.sizes[:-1], self.sizes[1:]):
+        for i, o in zip(self.sizes[:-1], self.sizes[1:], strict=True):
             limit = math.sqrt(6.0 / (i + o))
             parts += [rng.uniform(-limit, limit, i * o), np.zeros(o)]
         return np.concatenate(parts)
@@ -128,7 +128,7 @@ class Network:
     def unflatten(self, weights: np.ndarray) -> list[np.ndarray]:
         """The flat vector as Keras' ``set_weights`` list (kernel, bias, kernel, bias, ...)."""
         out, at = [], 0
-        for i, o in zip(self.sizes[:-1], self.sizes[1:]):
+        for i, o in zip(self.sizes[:-1], self.sizes[1:], strict=True):
             out += [weights[at : at + i * o].reshape(i, o), weights[at + i * o : at + i * o + o]]
             at += i * o + o
         return [np.asarray(a, dtype=np.float32) for a in out]

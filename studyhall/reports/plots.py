@@ -19,14 +19,20 @@ from typing import Any
 
 import numpy as np
 
+from studyhall.reports._background import Background
+
 __all__ = [
     "Plot",
+    "Ranking",
+    "import_fanova",
+    "importance_ranking",
     "new_figure",
     "plot_history",
     "plot_importances",
     "plot_intermediate",
     "plot_parallel",
     "plot_pareto",
+    "rank_importances",
     "save",
 ]
 
@@ -114,41 +120,86 @@ def plot_history(handle: Any, path: Path) -> Plot:
     return Plot("history", title, save(fig, path))
 
 
-def plot_importances(handle: Any, path: Path) -> tuple[Plot, dict[str, float]]:
-    """fANOVA parameter importances (seeded), or a note when there is too little to rank."""
+@dataclass(frozen=True)
+class Ranking:
+    """What the importances figure ranks: complete trials (a fixed sample of a large study's)
+    with the axis' note on the sample, or ``why`` nothing can be ranked."""
+
+    trials: list[Any]
+    directions: list[Any]
+    sampled: str = ""
+    why: str = ""
+
+
+def importance_ranking(handle: Any) -> Ranking:
+    """The trials ``plot_importances`` ranks for ``handle``'s study."""
+    done = _complete(handle)
+    params = sorted({p for t in done for p in t.params})
+    directions = list(handle.study.directions)
+    if len(done) < 2:
+        return Ranking([], directions, why=f"needs at least 2 complete trials; have {len(done)}")
+    if len(params) < 2:
+        return Ranking([], directions, why=f"needs at least 2 parameters; have {len(params)}")
+    if len(done) <= IMPORTANCE_TRIALS:
+        return Ranking(done, directions)
+    # fANOVA's cost grows faster than the trial count (40 s at 1,000 trials here): rank on a
+    # fixed uniform sample, which keeps the search space's coverage.
+    sample = random.Random(0).sample(sorted(done, key=lambda t: t.number), IMPORTANCE_TRIALS)
+    return Ranking(sample, directions, f", {IMPORTANCE_TRIALS} of {len(done)} trials")
+
+
+def import_fanova() -> None:
+    """Import what ``rank_importances`` needs (scikit-learn: 2-3 s), ahead of its call."""
+    import optuna.importance  # noqa: F401
+
+
+def rank_importances(trials: Sequence[Any], directions: Sequence[Any]) -> dict[str, float]:
+    """fANOVA importances (seeded) of ``trials``, ranked in a study of their own in memory (so
+    that a forked child can rank them without the database), most important first."""
     import optuna
     from optuna.importance import FanovaImportanceEvaluator
 
-    title = "Parameter importances"
-    done = _complete(handle)
-    params = sorted({p for t in done for p in t.params})
-    if len(done) < 2:
-        return Plot("importances", title,
-                    note=f"needs at least 2 complete trials; have {len(done)}"), {}
-    if len(params) < 2:
-        return Plot("importances", title,
-                    note=f"needs at least 2 parameters; have {len(params)}"), {}
-    target = (lambda t: t.values[0]) if len(handle.directions) > 1 else None
-    study, sampled = handle.study, ""
-    if len(done) > IMPORTANCE_TRIALS:
-        # fANOVA's cost grows faster than the trial count (40 s at 1,000 trials here): rank
-        # on a fixed uniform sample, which keeps the search space's coverage.
-        study = optuna.create_study(directions=handle.study.directions)
-        study.add_trials(random.Random(0).sample(sorted(done, key=lambda t: t.number),
-                                                 IMPORTANCE_TRIALS))
-        sampled = f", {IMPORTANCE_TRIALS} of {len(done)} trials"
+    created = logging.getLogger("optuna.storages._in_memory")  # "A new study created ..."
+    level = created.level
+    created.setLevel(logging.WARNING)
     try:
-        importances = optuna.importance.get_param_importances(
-            study, evaluator=FanovaImportanceEvaluator(seed=0), target=target)
+        study = optuna.create_study(directions=list(directions))
+    finally:
+        created.setLevel(level)
+    study.add_trials(trials)
+    target = (lambda t: t.values[0]) if len(directions) > 1 else None
+    return dict(optuna.importance.get_param_importances(
+        study, evaluator=FanovaImportanceEvaluator(seed=0), target=target))
+
+
+def plot_importances(handle: Any, path: Path, ranking: Ranking | None = None,
+                     job: Background | None = None) -> tuple[Plot, dict[str, float]]:
+    """fANOVA parameter importances (seeded), or a note when there is too little to rank.
+
+    ``ranking`` and ``job`` (a ``Background`` running ``rank_importances``, handed the ranking's
+    trials) let a report rank in a child process while it draws the other figures; by default
+    it ranks here.
+    """
+    title = "Parameter importances"
+    ranking = ranking or importance_ranking(handle)
+    if ranking.why:
+        return Plot("importances", title, note=ranking.why), {}
+    if job is None:
+        job = Background(rank_importances, fork=False)
+        job.submit(ranking.trials, ranking.directions)
+    try:
+        importances = job.result()
     except (RuntimeError, ValueError) as exc:  # e.g. every trial has the same value
         return Plot("importances", title, note=f"cannot rank parameters: {exc}"), {}
+    if not importances:  # fANOVA ranks only parameters that every complete trial has
+        return Plot("importances", title, note="no parameter is in every complete trial"), {}
     names = list(importances)[::-1]
     fig, ax = new_figure((7.0, 0.5 * len(names) + 1.8))
     ax.barh(names, [importances[n] for n in names], color="tab:blue")
     for i, n in enumerate(names):
         ax.text(importances[n], i, f" {importances[n]:.2f}", va="center", fontsize=9)
-    ax.set_xlabel("importance (fANOVA, sums to 1" + sampled + ")"
-                  + (", objective 0" if target else ""))
+    ax.set_xlabel("importance (fANOVA, sums to 1" + ranking.sampled + ")"
+                  + (", objective 0" if len(ranking.directions) > 1 else ""))
     ax.set_xlim(0, max(importances.values()) * 1.15 or 1)
     ax.set_title(f"{title}: {handle.name}")
     return Plot("importances", title, save(fig, path)), dict(importances)

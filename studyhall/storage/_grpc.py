@@ -53,8 +53,8 @@ def _client_class() -> type:
 
 def _import_grpc() -> None:
     try:
-        import grpc  # noqa: F401
         import google.protobuf  # noqa: F401
+        import grpc  # noqa: F401
     except ImportError as exc:
         raise StorageError(
             "the gRPC storage proxy needs grpcio and protobuf; pip install 'studyhall[grpc]'."
@@ -105,7 +105,9 @@ def _make_server(backend: Any, host: str, port: int) -> Any:
     try:
         server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as exc:  # grpc: "Failed to bind to address"
-        raise StorageError(f"cannot listen on {host}:{port}: the port is taken or not allowed.") from exc
+        raise StorageError(
+            f"cannot listen on {host}:{port}: the port is taken or not allowed."
+        ) from exc
     return server
 
 

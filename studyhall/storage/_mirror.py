@@ -30,11 +30,10 @@ from typing import Any
 from optuna.trial import TrialState
 
 from studyhall.storage._pool import read_connection
+from studyhall.storage._trials import load_study_trials, load_trials_by_id
 
 __all__ = ["OwnTrialsMirror"]
 
-LOAD_CHUNK = 500
-"""Trials loaded per query by id (SQLite allows at most 32,766 bound parameters)."""
 CURVE_FLUSH_S = 1.0
 """Longest a running trial's reported value waits before it is written."""
 
@@ -78,10 +77,9 @@ class OwnTrialsMirror:
         own = self._own
         included = {i for i in included_trial_ids if i <= trial_id_greater_than}
         if states is not None or not (own or included):
-            # A plain range (or the first, whole load): Optuna's one query is the cheapest.
-            return super()._get_trials(  # type: ignore[misc]
-                study_id, states, included_trial_ids, trial_id_greater_than
-            )
+            # A plain range (or the first, whole load): one select per table (``_trials.py``).
+            return load_study_trials(self.engine, study_id, states,  # type: ignore[attr-defined]
+                                     included_trial_ids, trial_id_greater_than)
         # One light query for the ids, then the full load of the others' trials only.
         ids = self._trial_ids(study_id, included, trial_id_greater_than)
         mine = [copy.deepcopy(own[i]) for i in ids if i in own]
@@ -113,27 +111,8 @@ class OwnTrialsMirror:
             return {row[0] for row in connection.execute(query)}
 
     def _load(self, trial_ids: list[int]) -> list[Any]:
-        """Whole trials by id (Optuna's loader, by primary key rather than by study)."""
-        from optuna.storages._rdb import models
-        from sqlalchemy.orm import Session, selectinload
-
-        trials = models.TrialModel
-        out = []
-        engine = self.engine  # type: ignore[attr-defined]
-        with read_connection(engine) as connection, Session(bind=connection) as session:
-            for start in range(0, len(trial_ids), LOAD_CHUNK):
-                rows = (
-                    session.query(trials)
-                    .options(selectinload(trials.params), selectinload(trials.values),
-                             selectinload(trials.user_attributes),
-                             selectinload(trials.system_attributes),
-                             selectinload(trials.intermediate_values))
-                    .filter(trials.trial_id.in_(trial_ids[start:start + LOAD_CHUNK]))
-                    .all()
-                )
-                out += [self._build_frozen_trial_from_trial_model(r)  # type: ignore[attr-defined]
-                        for r in rows]
-        return out
+        """Whole trials by id, one select per table (``_trials.py``)."""
+        return load_trials_by_id(self.engine, trial_ids)  # type: ignore[attr-defined]
 
     def _set_trial_param(self, trial_id: int, name: str, value: float, dist: Any,
                          previous: Any) -> None:

@@ -101,12 +101,11 @@ class _DaskStop(Interrupted):
 def _task(name: str, url: str, timeout: float | None, index: int, threads: int,
           heartbeat: Heartbeat, stop_event: str, log_level: int) -> str:
     """One studyhall worker inside a Dask task; returns ``ok`` or a one-line error."""
+    import optuna
     from distributed import Event, get_client
 
     from studyhall.storage import parse_url
     from studyhall.studies.worker import _work, limit_threads
-
-    import optuna
 
     limit_threads(threads)
     logging.getLogger("studyhall").setLevel(log_level)

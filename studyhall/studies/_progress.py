@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from studyhall.storage._tally import tally_trials
 
-__all__ = ["Progress", "counts", "poll"]
+__all__ = ["Progress", "poll"]
 
 # A study's directions never change: read them once per storage object, not once per trial.
 _DIRECTIONS: weakref.WeakKeyDictionary[Any, dict[int, str]] = weakref.WeakKeyDictionary()
@@ -25,15 +24,6 @@ class Progress:
     pruned: int
     failed: int
     best_value: float | None
-
-
-def counts(trials: Iterable[Any]) -> dict[str, int]:
-    """Trials per finished state (COMPLETE, PRUNED, FAIL)."""
-    out = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
-    for t in trials:
-        if t.state.name in out:
-            out[t.state.name] += 1
-    return out
 
 
 def _direction(storage: Any, study_id: int) -> str:

@@ -107,7 +107,8 @@ class StudyHandle:
             done = backend._load(_top_ids(backend, self.study._study_id, reverse, n))
         else:
             done = self.trials(["COMPLETE"])
-        return sorted(done, key=lambda t: (t.values[0], -t.number if reverse else t.number), reverse=reverse)[:n]
+        return sorted(done, key=lambda t: (t.values[0], -t.number if reverse else t.number),
+                      reverse=reverse)[:n]
 
     def trials_dataframe(self) -> Any:
         """All trials as a pandas DataFrame (params, values, states, durations, user attrs)."""
@@ -156,7 +157,8 @@ def open_study(name: str, storage: str | None = None) -> StudyHandle:
     try:
         study = optuna.load_study(study_name=name, storage=backend)
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)]
+        summaries = optuna.get_all_study_summaries(backend, include_best_trial=False)
+        names = [s.study_name for s in summaries]
         close = difflib.get_close_matches(name, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         have = ", ".join(sorted(names)) or "none"

@@ -52,7 +52,9 @@ class Param:
         if self.type == "int":
             step = int(self.step or 1)
             n = (int(self.high) - int(self.low)) // step + 1
-            return tuple(range(int(self.low), int(self.high) + 1, step)) if n <= MAX_GRID_AXIS else None
+            if n > MAX_GRID_AXIS:
+                return None
+            return tuple(range(int(self.low), int(self.high) + 1, step))
         if self.step is not None:
             n = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
             if n <= MAX_GRID_AXIS:

@@ -223,7 +223,8 @@ def _check_param(c: _Checker, info: ObjectiveInfo, name: str, raw: Any) -> Param
     key = f"space.{name}"
     hp = info.params.get(name) if info.params is not None else None
     if info.params is not None and hp is None:
-        raise c.unknown("space", name, sorted(info.params), what=f"parameter of objective {info.name}")
+        raise c.unknown("space", name, sorted(info.params),
+                        what=f"parameter of objective {info.name}")
     if isinstance(raw, (list, tuple)):
         raw = {"type": "categorical", "choices": list(raw)}
     if not isinstance(raw, Mapping):
@@ -237,14 +238,15 @@ def _check_param(c: _Checker, info: ObjectiveInfo, name: str, raw: Any) -> Param
             raise c.unknown(key, str(k), _PARAM_KEYS)
     kind = raw.get("type")
     if kind is None:
-        if "choices" in raw:
-            kind = "categorical"
-        elif "grid" in raw and not all(_is_number(v) for v in raw["grid"] or [None]):
+        if "choices" in raw or (
+            "grid" in raw and not all(_is_number(v) for v in raw["grid"] or [None])
+        ):
             kind = "categorical"
         else:
             bounds = [raw.get("low"), raw.get("high"), *(raw.get("grid") or [])]
             numbers = [b for b in bounds if b is not None]
-            is_int = numbers and all(_is_int(b) for b in numbers) and not _is_number_float(raw.get("step"))
+            is_int = (numbers and all(_is_int(b) for b in numbers)
+                      and not _is_number_float(raw.get("step")))
             kind = "int" if (is_int and (hp is None or hp.kind == "int")) else "float"
     if kind not in _PARAM_TYPES:
         raise c.one_of(f"{key}.type", kind, _PARAM_TYPES)
@@ -258,7 +260,8 @@ def _check_param(c: _Checker, info: ObjectiveInfo, name: str, raw: Any) -> Param
                 raise c.fail(f"{key}.{k}", "does not apply to a categorical parameter.")
         for v in choices:
             if not _is_scalar(v):
-                raise c.fail(f"{key}.choices", f"must hold numbers, strings, booleans or null; got {v!r}.")
+                raise c.fail(f"{key}.choices",
+                             f"must hold numbers, strings, booleans or null; got {v!r}.")
             why = hp.check(v) if hp else None
             if why:
                 raise c.fail(f"{key}.choices", f"value {v!r} {why}.")
@@ -267,9 +270,11 @@ def _check_param(c: _Checker, info: ObjectiveInfo, name: str, raw: Any) -> Param
         return Param(name, "categorical", choices=tuple(choices))
 
     if hp is not None and hp.kind not in ("int", "float"):
-        raise c.fail(f"{key}.type", f"must be categorical, since {name} is a {hp.kind}; got {kind!r}.")
+        raise c.fail(f"{key}.type",
+                     f"must be categorical, since {name} is a {hp.kind}; got {kind!r}.")
     if hp is not None and hp.kind == "int" and kind == "float":
-        raise c.fail(f"{key}.type", f"must be int or categorical, since {name} is an integer; got 'float'.")
+        raise c.fail(f"{key}.type",
+                     f"must be int or categorical, since {name} is an integer; got 'float'.")
     grid = raw.get("grid")
     if grid is not None:
         if not isinstance(grid, (list, tuple)) or not grid:
@@ -287,7 +292,8 @@ def _check_param(c: _Checker, info: ObjectiveInfo, name: str, raw: Any) -> Param
         if v is None:
             raise c.fail(f"{key}.{k}", f"is required for a {kind} parameter (or give `grid`).")
         if not check(v):
-            raise c.fail(f"{key}.{k}", f"must be {'an integer' if kind == 'int' else 'a number'}; got {v!r}.")
+            raise c.fail(f"{key}.{k}",
+                         f"must be {'an integer' if kind == 'int' else 'a number'}; got {v!r}.")
     if low > high:
         raise c.fail(key, f"has low > high ({low} > {high}); swap them.")
     log = raw.get("log", False)
@@ -296,7 +302,9 @@ def _check_param(c: _Checker, info: ObjectiveInfo, name: str, raw: Any) -> Param
     step = raw.get("step")
     if step is not None:
         if not check(step) or step <= 0:
-            raise c.fail(f"{key}.step", f"must be a positive {'integer' if kind == 'int' else 'number'}; got {step!r}.")
+            raise c.fail(f"{key}.step",
+                         f"must be a positive {'integer' if kind == 'int' else 'number'}; "
+                         f"got {step!r}.")
         if log:
             raise c.fail(key, "cannot have both `log` and `step` (Optuna does not support it).")
     if log and low <= 0:
@@ -304,7 +312,8 @@ def _check_param(c: _Checker, info: ObjectiveInfo, name: str, raw: Any) -> Param
     if grid is not None:
         outside = [v for v in grid if not low <= v <= high]
         if outside:
-            raise c.fail(f"{key}.grid", f"values {outside} lie outside [low, high] = [{low}, {high}].")
+            raise c.fail(f"{key}.grid",
+                         f"values {outside} lie outside [low, high] = [{low}, {high}].")
     if hp is not None:
         for k, v in (("low", low), ("high", high)):
             why = hp.check(v)
@@ -325,7 +334,8 @@ def _is_number_float(v: Any) -> bool:
     return isinstance(v, float)
 
 
-def _check_directions(c: _Checker, raw: Mapping[str, Any], info: ObjectiveInfo, options: Mapping[str, Any]) -> tuple[str, ...]:
+def _check_directions(c: _Checker, raw: Mapping[str, Any], info: ObjectiveInfo,
+                      options: Mapping[str, Any]) -> tuple[str, ...]:
     if "direction" in raw and "directions" in raw:
         raise c.fail("direction", "and `directions` are both given; keep one.")
     natural = info.directions({**info.defaults(), **options}) if info.directions else None
@@ -337,7 +347,8 @@ def _check_directions(c: _Checker, raw: Mapping[str, Any], info: ObjectiveInfo, 
     elif "directions" in raw:
         ds = raw["directions"]
         if not isinstance(ds, (list, tuple)) or not ds:
-            raise c.fail("directions", f"must be a non-empty list of minimize/maximize; got {ds!r}.")
+            raise c.fail("directions",
+                         f"must be a non-empty list of minimize/maximize; got {ds!r}.")
         for d in ds:
             if d not in _DIRECTIONS:
                 raise c.one_of("directions", d, _DIRECTIONS)
@@ -388,7 +399,8 @@ def _check_pruner(c: _Checker, raw: Any, directions: tuple[str, ...]) -> Compone
         if opt not in allowed:
             raise c.unknown("pruner", opt, allowed, what=f"option of pruner {name}")
     if name != "none" and len(directions) > 1:
-        raise c.fail("pruner", f"must be none for a multi-objective study (Optuna cannot prune it); got {name!r}.")
+        raise c.fail("pruner", "must be none for a multi-objective study "
+                               f"(Optuna cannot prune it); got {name!r}.")
     try:
         build_pruner(name, options)
     except (TypeError, ValueError, KeyError) as exc:
@@ -415,7 +427,8 @@ def _validate(raw: Mapping[str, Any], c: _Checker, default_name: str | None) -> 
 
     space_raw = raw.get("space")
     if not isinstance(space_raw, Mapping) or not space_raw:
-        raise c.fail("space", f"must be a non-empty mapping of parameter -> range; got {space_raw!r}.")
+        raise c.fail("space",
+                     f"must be a non-empty mapping of parameter -> range; got {space_raw!r}.")
     space = tuple(_check_param(c, info, str(k), v) for k, v in space_raw.items())
     both = sorted(set(options) & {p.name for p in space})
     if both:
@@ -437,7 +450,8 @@ def _validate(raw: Mapping[str, Any], c: _Checker, default_name: str | None) -> 
     if n_trials is None and timeout is None and sampler.name != "grid":
         raise c.fail(
             "n_trials",
-            "is missing: set `n_trials` or `timeout` (or pass --trials/--timeout) so the study ends.",
+            "is missing: set `n_trials` or `timeout` (or pass --trials/--timeout) "
+            "so the study ends.",
         )
 
     storage = raw.get("storage")
@@ -527,7 +541,8 @@ def load_spec(
                 f"{', '.join(presets.names())}."
             )
     else:
-        raise SpecError(f"a spec must be a path, a preset name or a mapping; got {type(spec).__name__}.")
+        raise SpecError("a spec must be a path, a preset name or a mapping; "
+                        f"got {type(spec).__name__}.")
     if not isinstance(raw, Mapping):
         raise SpecError(f"{source} must hold a mapping of spec keys; got {type(raw).__name__}.")
     merged = dict(raw)

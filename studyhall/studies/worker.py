@@ -354,6 +354,8 @@ def _work(
     """One worker's loop (see the module docstring); ``n_trials`` is the study's total."""
     import optuna
 
+    from studyhall.storage._tally import tally_trials
+
     heartbeat = heartbeat or Heartbeat.resolve()
     storage = (
         storage if storage is not None else open_storage(url, heartbeat=heartbeat, must_exist=True)
@@ -367,9 +369,9 @@ def _work(
         # agree on it, or trial numbers map to different points and the grid repeats some.
         seed = spec.seed
     else:
-        seed = _sampler_seed(
-            spec.seed or 0, len(storage.get_all_trials(study_id, deepcopy=False)), worker
-        )
+        # The study's size, counted in SQL rather than by loading every trial.
+        size = sum(tally_trials(storage, study_id).counts.values())
+        seed = _sampler_seed(spec.seed or 0, size, worker)
     sampler = build_sampler(spec.sampler.name, spec.sampler.options, seed=seed, grid=spec.grid)
     study = optuna.load_study(
         study_name=name,

@@ -118,9 +118,10 @@ def test_accuracy_and_size_as_two_objectives_give_a_pareto_front(sampler, sqlite
         assert t.values[1] == 31 * u + (u * u + u) * (layers - 1) + u + 1
         assert len(t.user_attrs["curve"]) == 3  # Optuna takes no report() here: kept per epoch
     front = {t.number for t in handle.best_trials}
-    dominated = [a for a in trials if any(b.values[0] >= a.values[0] and b.values[1] < a.values[1]
-                                          or b.values[0] > a.values[0] and b.values[1] <= a.values[1]
-                                          for b in trials)]
+    dominated = [a for a in trials
+                 if any(b.values[0] >= a.values[0] and b.values[1] < a.values[1]
+                        or b.values[0] > a.values[0] and b.values[1] <= a.values[1]
+                        for b in trials)]
     assert front == {t.number for t in trials} - {t.number for t in dominated}
     assert main(["show", study_name, "--storage", sqlite_url]) == 0
 

@@ -128,7 +128,7 @@ def test_the_split_is_stratified_float_images_and_int_labels(mnist_npz):
     assert split.x_val.shape == (5000, 28, 28, 1)
     assert split.x_test.shape == (10000, 28, 28, 1)
     assert split.y_train.dtype == np.int32
-    assert 0.0 == split.x_train.min() and split.x_train.max() == 1.0
+    assert split.x_train.min() == 0.0 and split.x_train.max() == 1.0
     counts = np.bincount(split.y_val, minlength=10) / 5000
     overall = np.bincount(load_mnist().y_train, minlength=10) / 60000
     assert np.abs(counts - overall).max() < 0.002  # stratified

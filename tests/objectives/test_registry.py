@@ -36,7 +36,8 @@ def test_declared_params_are_checked_in_specs():
     spec = load_spec({"name": "d", "objective": "declared_test", "n_trials": 1,
                       "space": {"lr": {"low": 0.01, "high": 1.0, "log": True}}})
     assert spec.directions == ("maximize",)
-    with pytest.raises(SpecError, match=r"`space.lr.low` in a spec dict must be > 0.0 for lr; got 0.0"):
+    with pytest.raises(SpecError,
+                       match=r"`space.lr.low` in a spec dict must be > 0.0 for lr; got 0.0"):
         load_spec({"name": "d", "objective": "declared_test", "n_trials": 1,
                    "space": {"lr": {"low": 0.0, "high": 1.0}}})
 

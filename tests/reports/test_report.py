@@ -251,3 +251,47 @@ def test_a_study_without_trials_gets_a_report_of_notes_and_no_figures(tmp_path):
     page = index.read_text(encoding="utf-8")
     assert "skipped: no complete trial yet" in page
     assert "this study was not created by studyhall" in page
+
+
+@pytest.mark.parametrize("key", ["curves", "multi"])
+def test_ranking_in_a_child_process_writes_the_report_an_in_process_ranking_writes(
+        studies, tmp_path, monkeypatch, key):
+    from studyhall.reports import _background
+
+    monkeypatch.setattr(_background, "_can_fork", lambda: True)
+    forked = write_report(studies[key].handle(), tmp_path / "forked").parent
+    monkeypatch.setattr(_background, "_can_fork", lambda: False)
+    here = write_report(studies[key].handle(), tmp_path / "here").parent
+    names = sorted(p.name for p in here.iterdir())
+    assert names == sorted(p.name for p in forked.iterdir()) and "importances.png" in names
+    for name in names:
+        assert (forked / name).read_bytes() == (here / name).read_bytes(), name
+
+
+def test_a_report_on_a_sql_storage_builds_no_orm_trials(studies, tmp_path, monkeypatch):
+    import optuna
+
+    def refuse(*_args):
+        raise AssertionError("the report loaded trials through Optuna's ORM")
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "_build_frozen_trial_from_trial_model",
+                        refuse)
+    for key in ("curves", "multi"):
+        index = write_report(studies[key].handle(), tmp_path / key)
+        assert "importances.png" in index.read_text(encoding="utf-8")
+
+
+def test_importances_are_skipped_with_a_note_when_no_parameter_is_in_every_trial(tmp_path):
+    import optuna
+
+    handle = _plain_study("conditional")
+    for i in range(4):
+        name = "a" if i % 2 else "b"
+        handle.study.add_trial(optuna.trial.create_trial(
+            params={name: i / 4, "c": i}, value=float(i), distributions={
+                name: optuna.distributions.FloatDistribution(0, 1),
+                "c": optuna.distributions.CategoricalDistribution([0, 1, 2, 3])}))
+    handle.study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=9.0))
+    index = write_report(handle, tmp_path / "conditional")
+    assert "skipped: no parameter is in every complete trial" in index.read_text(encoding="utf-8")
+    assert not (tmp_path / "conditional" / "importances.png").exists()

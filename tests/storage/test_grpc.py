@@ -41,7 +41,8 @@ def _answers(port: int) -> bool:
 
 def test_four_workers_run_a_study_through_the_proxy(proxy, tmp_path, capsys):
     url, db = proxy
-    assert main(["run", "beale-tpe", "--trials", "40", "--workers", "4", "--storage", url, "-q"]) == 0
+    assert main(["run", "beale-tpe", "--trials", "40", "--workers", "4", "--storage", url,
+                 "-q"]) == 0
     counts = states(db, "beale-tpe")
     # No lock crosses the proxy: the last admissions may overshoot by up to workers - 1.
     assert 40 <= counts["COMPLETE"] <= 43 and set(counts) == {"COMPLETE"}
@@ -114,5 +115,6 @@ def test_a_killed_worker_s_trial_is_retried_through_the_proxy(proxy, study_name,
             kill_group(b)
     counts = states(db, study_name)
     assert counts["FAIL"] == 1 and 4 <= counts["COMPLETE"] <= 5 and len(counts) == 2
-    retried = [t for t in trials(db, study_name) if t.system_attrs.get("failed_trial") == victim.number]
+    retried = [t for t in trials(db, study_name)
+               if t.system_attrs.get("failed_trial") == victim.number]
     assert [t.state.name for t in retried] == ["COMPLETE"]

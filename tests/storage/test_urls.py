@@ -41,7 +41,8 @@ def test_a_password_is_masked():
         ("nonsense", "has no scheme"),
         ("", "must be a non-empty string"),
         ("postgresql:///db", "names no host"),
-        ("sqlite:////definitely/not/here/x.db", "directory that does not exist (/definitely/not/here)"),
+        ("sqlite:////definitely/not/here/x.db",
+         "directory that does not exist (/definitely/not/here)"),
     ],
 )
 def test_a_bad_url_is_refused_before_connecting(url, message):

@@ -44,7 +44,8 @@ def test_a_study_with_a_different_space_is_refused_and_left_alone(sqlite_url, st
     run_study(beale_spec(study_name, n_trials=3), storage=sqlite_url)
     other = beale_spec(study_name, n_trials=6)
     other["space"] = {"x": {"low": -1.0, "high": 1.0}, "y": {"low": -1.0, "high": 1.0}}
-    with pytest.raises(SpecError, match=rf"study '{study_name}' .* was created with a different space"):
+    with pytest.raises(SpecError,
+                       match=rf"study '{study_name}' .* was created with a different space"):
         run_study(other, storage=sqlite_url)
     assert len(open_study(study_name, sqlite_url).trials()) == 3
 
@@ -121,7 +122,8 @@ def test_a_registered_objective_runs_by_name(sqlite_url, study_name):
         return (params["x"] - 2.0) ** 2
 
     handle = run_study({"name": study_name, "objective": "parabola_test", "n_trials": 30,
-                        "space": {"x": {"low": -10.0, "high": 10.0}}, "seed": 0}, storage=sqlite_url)
+                        "space": {"x": {"low": -10.0, "high": 10.0}}, "seed": 0},
+                       storage=sqlite_url)
     assert handle.best_trial.value < 1.0
 
 
@@ -134,3 +136,23 @@ def test_a_multi_objective_study_has_a_pareto_front(sqlite_url, study_name):
     assert len(handle.best_trials) >= 1
     with pytest.raises(ValueError):
         _ = handle.best_trial
+
+
+def test_a_resumed_run_loads_the_study_once_at_start_up(sqlite_url, study_name, monkeypatch):
+    from studyhall.storage import _mirror
+
+    run_study(beale_spec(study_name, sampler="random", n_trials=6), storage=sqlite_url)
+    whole_loads = []
+    load = _mirror.load_study_trials
+
+    def counted(engine, study_id, states=None, included=(), greater_than=-1):
+        if greater_than == -1:
+            whole_loads.append(states)
+        return load(engine, study_id, states, included, greater_than)
+
+    monkeypatch.setattr(_mirror, "load_study_trials", counted)
+    handle = run_study(beale_spec(study_name, sampler="random", n_trials=6), storage=sqlite_url,
+                       n_trials=8)
+    # Optuna's cache in the worker; the run's budget and the sampler's seed are counted in SQL.
+    assert whole_loads == [None]
+    assert handle.state_counts()["COMPLETE"] == 8

@@ -58,7 +58,8 @@ def test_explicit_grid_values_are_the_points_visited(sqlite_url, study_name):
 
 
 def test_sampler_options_reach_optuna():
-    spec = load_spec({**beale_spec("s"), "sampler": {"name": "tpe", "n_startup_trials": 3, "multivariate": True}})
+    spec = load_spec({**beale_spec("s"),
+                      "sampler": {"name": "tpe", "n_startup_trials": 3, "multivariate": True}})
     sampler = build_sampler(spec.sampler.name, spec.sampler.options, seed=1)
     assert isinstance(sampler, optuna.samplers.TPESampler)
     assert sampler._n_startup_trials == 3
@@ -75,7 +76,8 @@ def test_each_pruner_builds_by_name(name):
 
 
 def test_a_patient_pruner_wraps_a_configured_pruner():
-    pruner = build_pruner("patient", {"patience": 1, "wrapped_pruner": {"name": "percentile", "percentile": 10.0}})
+    pruner = build_pruner("patient", {"patience": 1,
+                                      "wrapped_pruner": {"name": "percentile", "percentile": 10.0}})
     assert isinstance(pruner._wrapped_pruner, optuna.pruners.PercentilePruner)
 
 

@@ -60,15 +60,20 @@ def test_at_10000_trials_it_models_1000_and_finds_as_good_points(monkeypatch):
     monkeypatch.setattr(BoundedTPESampler, "_subset",
                         lambda self, study, trials: seen.append(len(trials)) or subset(
                             self, study, trials))
-    results = {}
-    for name, sampler in (("bounded", build_sampler("tpe", {}, seed=1)),
-                          ("optuna", optuna.samplers.TPESampler(seed=1))):
-        study = _study(sampler, 10_000)
-        start = time.perf_counter()
-        _suggest(study, 10)
-        results[name] = (time.perf_counter() - start) / 10, min(t.value for t in study.trials[-10:])
+    results: dict[str, tuple[float, float]] = {}
+    # Alternating rounds, best time of each: a one-off stall (another process, a first-call
+    # import) must not decide a comparison of two ~0.1 s figures.
+    for _ in range(2):
+        for name, sampler in (("bounded", build_sampler("tpe", {}, seed=1)),
+                              ("optuna", optuna.samplers.TPESampler(seed=1))):
+            study = _study(sampler, 10_000)
+            start = time.perf_counter()
+            _suggest(study, 10)
+            seconds = (time.perf_counter() - start) / 10
+            value = min(t.value for t in study.trials[-10:])
+            results[name] = min(results.get(name, (seconds, value)), (seconds, value))
     assert seen and min(seen) >= 10_000  # every suggestion modelled a subset of the whole study
-    assert results["bounded"][0] < results["optuna"][0], results  # ~3.4x faster on an idle machine
+    assert results["bounded"][0] < results["optuna"][0], results  # ~1.9x faster (Optuna 5.0)
     # The new points are at least as close to the optimum as most of the 10,000 random ones.
     assert results["bounded"][1] < 1.0, results
 

@@ -1,0 +1,98 @@
+"""The compiled training loop: a plain perceptron's own forward pass against Keras' layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from studyhall.objectives import _keras, _loop
+from studyhall.objectives.datasets import breast_cancer
+
+
+def _data():
+    d = breast_cancer()
+    return d, (d.x_train, d.y_train, d.x_val, d.y_val)
+
+
+def _train(activation="relu", dropout=0.0, init="glorot_uniform", epochs=4, units=8):
+    d, data = _data()
+    _keras.new_session(7)
+    model = _keras.build_mlp(d.n_features, units=units, layers=2, activation=activation,
+                             dropout=dropout, kernel_initializer=init, output_activation=None)
+    logs = []
+    _loop.train(model, _keras.make_optimizer("sgd", 0.05, momentum=0.5), data,
+                loss="binary_logits", epochs=epochs, batch_size=32, seed=11,
+                on_epoch=lambda epoch: logs.append(epoch) and False)
+    return [log.loss for log in logs], [log.val_accuracy for log in logs], model
+
+
+@pytest.mark.parametrize("activation", ["linear", "relu", "tanh", "sigmoid", "selu", "gelu"])
+def test_the_own_forward_pass_trains_what_keras_layers_train(activation, monkeypatch):
+    ours, ours_acc, ours_model = _train(activation)
+    monkeypatch.setattr(_loop, "_plain", lambda model: None)  # Keras' stateless_call instead
+    theirs, theirs_acc, theirs_model = _train(activation)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+    assert ours_acc == theirs_acc
+    for a, b in zip(ours_model.get_weights(), theirs_model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_one_compiled_epoch_serves_linear_and_relu_every_dropout_and_initializer():
+    _loop._CACHE.clear()
+    runs = {
+        (act, rate, init): _train(act, rate, init)[0]
+        for act, rate, init in [("relu", 0.0, "glorot_uniform"), ("linear", 0.3, "he_normal"),
+                                ("relu", 0.6, "glorot_uniform"), ("linear", 0.0, "lecun_normal")]
+    }
+    assert len(_loop._CACHE) == 1
+    assert len({tuple(losses) for losses in runs.values()}) == len(runs)  # each its own maths
+    assert _train("relu", 0.6)[0] == runs["relu", 0.6, "glorot_uniform"]  # seeded: exact again
+    _train("tanh", 0.3)
+    _train("tanh", 0.0, "he_normal")
+    assert len(_loop._CACHE) == 2  # another activation compiles its own, once
+
+
+def test_dropout_zeroes_its_share_of_units_and_scales_the_rest():
+    k = _keras.keras()
+    width = 200
+    model = k.Sequential([k.Input((width,)), k.layers.Dense(width, kernel_initializer="identity"),
+                          k.layers.Dropout(0.3),
+                          k.layers.Dense(width, kernel_initializer="identity")])
+    layout = _loop._plain(model)
+    assert layout is not None and layout.rates == (0.0, 0.3)
+    forward = _loop._plain_forward(layout)
+    knobs = (np.array(layout.selected, np.int32), np.array(layout.rates, np.float32))
+    import jax
+
+    x = np.ones((500, width), np.float32)
+    out, _ = forward([v.value for v in model.trainable_variables], [], x, knobs,
+                     jax.random.PRNGKey(0), True)
+    out = np.asarray(out)
+    assert abs(float((out == 0).mean()) - 0.3) < 0.01
+    np.testing.assert_allclose(out[out != 0], 1 / 0.7, rtol=1e-6)
+    kept, _ = forward([v.value for v in model.trainable_variables], [], x, knobs,
+                      jax.random.PRNGKey(0), False)
+    np.testing.assert_array_equal(np.asarray(kept), x)  # no dropout when not training
+
+
+def _double(v):
+    return v * 2
+
+
+def test_models_the_own_forward_pass_does_not_cover_go_through_keras():
+    k = _keras.keras()
+    assert _loop._plain(k.Sequential([k.Input((4,)), k.layers.Flatten(), k.layers.Dropout(0.2),
+                                      k.layers.Dense(3)])) is not None  # the MNIST MLP's shape
+    others = {
+        "batch norm": [k.layers.Dense(3), k.layers.BatchNormalization(), k.layers.Dense(1)],
+        "regulariser": [k.layers.Dense(3, kernel_regularizer="l2"), k.layers.Dense(1)],
+        "trailing dropout": [k.layers.Dense(3), k.layers.Dropout(0.5)],
+        "custom activation": [k.layers.Dense(3, activation=_double), k.layers.Dense(1)],
+        "two dropouts": [k.layers.Dense(3), k.layers.Dropout(0.1), k.layers.Dropout(0.1),
+                         k.layers.Dense(1)],
+    }
+    for name, layers in others.items():
+        assert _loop._plain(k.Sequential([k.Input((4,)), *layers])) is None, name
+    frozen = k.Sequential([k.Input((4,)), k.layers.Dense(3), k.layers.Dense(1)])
+    frozen.layers[0].trainable = False
+    assert _loop._plain(frozen) is None
