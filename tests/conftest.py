@@ -57,10 +57,7 @@ def sqlite_url(tmp_path) -> str:
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def any_storage(request, tmp_path) -> str:
     """Every RDB backend in turn."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'studies.db'}"
-    backend = "postgres" if request.param == "postgresql" else "mysql"
-    return request.getfixturevalue(f"{backend}_url")
+    return storage_for(request.param, request)
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ report starts imports scikit-learn while the parent loads the trials, ranks the 
 hands it while the parent draws the other figures, and the report takes the longer of the two
 paths instead of their sum. The child never touches the database (it is handed plain trials),
 and its result is the one an in-process call gives (same trials, same seed). Where fork is
-unavailable (Windows) or unsafe (macOS, a process with other threads), or with one core, the
-step runs in-process when its result is asked for.
+unavailable (Windows) or unsafe (macOS, a process with other threads, JAX or TensorFlow
+loaded), or with one core, the step runs in-process when its result is asked for.
 """
 
 from __future__ import annotations
@@ -26,11 +26,17 @@ __all__ = ["Background"]
 _logger = logging.getLogger(__name__)
 
 
+# Frameworks that start native threads, which ``threading`` does not count (a notebook that
+# trained a network, then writes a report).
+_THREADED = ("jax", "tensorflow", "torch")
+
+
 def _can_fork() -> bool:
     # Forking a process with other threads can leave the child waiting for ever on a lock
-    # one of them held (Python 3.12 warns about it): then the step runs in-process.
+    # one of them held (Python 3.12 and JAX warn about it): then the step runs in-process.
     return (sys.platform.startswith("linux") and (os.cpu_count() or 1) > 1
-            and threading.active_count() == 1)
+            and threading.active_count() == 1
+            and not any(name in sys.modules for name in _THREADED))
 
 
 def _child(inbox: Any, conn: Any, fn: Callable[..., Any],

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
+import types
 
 import pytest
 
@@ -24,9 +26,26 @@ def _slow() -> None:
     time.sleep(60)
 
 
+# Forced to fork even on one core, and in this test process, where other tests loaded JAX
+# (whose threads these children never touch; JAX warns on any fork).
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+
+
 @pytest.fixture(autouse=True)
 def _forks(monkeypatch):
-    monkeypatch.setattr(_background, "_can_fork", lambda: True)  # even on one core
+    monkeypatch.setattr(_background, "_can_fork", lambda: True)
+
+
+def test_a_process_with_jax_loaded_does_not_fork(monkeypatch):
+    monkeypatch.undo()
+    monkeypatch.setattr(_background.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(_background.threading, "active_count", lambda: 1)
+    monkeypatch.delitem(sys.modules, "jax", raising=False)
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert _background._can_fork() == sys.platform.startswith("linux")
+    monkeypatch.setitem(sys.modules, "jax", types.ModuleType("jax"))
+    assert not _background._can_fork()
 
 
 def test_the_child_answers_what_an_in_process_call_gives():

@@ -253,6 +253,7 @@ def test_a_study_without_trials_gets_a_report_of_notes_and_no_figures(tmp_path):
     assert "this study was not created by studyhall" in page
 
 
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # JAX, loaded by other tests
 @pytest.mark.parametrize("key", ["curves", "multi"])
 def test_ranking_in_a_child_process_writes_the_report_an_in_process_ranking_writes(
         studies, tmp_path, monkeypatch, key):

@@ -8,6 +8,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from studyhall.storage import open_storage
+from tests.conftest import storage_for
 
 
 def _objective(trial: optuna.Trial) -> float:
@@ -26,11 +27,9 @@ def _fields(t: optuna.trial.FrozenTrial) -> tuple:
             t.system_attrs, t.intermediate_values, t.datetime_start, t.datetime_complete)
 
 
-@pytest.fixture(params=["sqlite", "postgres", "mysql"])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'mirror.db'}"
-    return request.getfixturevalue(f"{request.param}_url")
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def url(request):
+    return storage_for(request.param, request)
 
 
 def test_what_a_worker_sees_of_its_trials_is_what_the_database_holds(url, study_name):

@@ -11,15 +11,12 @@ from optuna.trial import TrialState
 
 from studyhall.storage import open_storage
 from studyhall.storage._tally import scan, tally_trials
+from tests.conftest import storage_for
 
 
-@pytest.fixture(params=["sqlite", "postgres", "mysql", "journal"])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'tally.db'}"
-    if request.param == "journal":
-        return f"journal://{tmp_path / 'tally.log'}"
-    return request.getfixturevalue(f"{request.param}_url")
+@pytest.fixture(params=["sqlite", "postgresql", "mysql", "journal"])
+def url(request):
+    return storage_for(request.param, request)
 
 
 def _fill(study: optuna.Study, values: list[float]) -> None:

@@ -9,17 +9,14 @@ import pytest
 
 from studyhall.storage import open_storage, parse_url
 from studyhall.studies.results import StudyHandle
+from tests.conftest import storage_for
 
 VALUES = [3.0, -1.0, math.inf, 2.0, -1.0, -math.inf, 7.5, 2.0, math.inf]
 
 
-@pytest.fixture(params=["sqlite", "postgres", "mysql", "journal"])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'results.db'}"
-    if request.param == "journal":
-        return f"journal://{tmp_path / 'results.log'}"
-    return request.getfixturevalue(f"{request.param}_url")
+@pytest.fixture(params=["sqlite", "postgresql", "mysql", "journal"])
+def url(request):
+    return storage_for(request.param, request)
 
 
 def _python_order(trials, maximize):
