@@ -167,9 +167,10 @@ def p5(trials: int, epochs: int) -> str:
     return "\n".join([
         f"### P5: resident memory (MB) of one worker over {len(rss)} breast-cancer-tpe trials", "",
         "| trials done | " + " | ".join(str(m) for m in dict.fromkeys(marks))
-        + " | growth 10 -> end |",
-        "|---" * (len(dict.fromkeys(marks)) + 2) + "|",
-        f"| RSS | {cells} | {rss[-1] - rss[min(9, len(rss) - 1)]:+.0f} MB |",
+        + " | growth 1 -> end | highest above trial 1 | growth 10 -> end |",
+        "|---" * (len(dict.fromkeys(marks)) + 4) + "|",
+        f"| RSS | {cells} | {rss[-1] - rss[0]:+.0f} MB | {max(rss) - rss[0]:+.0f} MB | "
+        f"{rss[-1] - rss[min(9, len(rss) - 1)]:+.0f} MB |",
     ])
 
 

@@ -121,7 +121,8 @@ def _release_freed_memory() -> None:
 
     XLA's compiler frees what it allocates per compilation, but glibc keeps the pages: over
     200 breast-cancer trials one worker grew by 461 MB without this and stayed flat with it
-    (measured here, trimming every 10 trials).
+    (measured here, trimming every 10 trials). Called after each compile of the training loop
+    and every ``JAX_CACHE_TRIALS`` trials.
     """
     global _libc
     if _libc is None:

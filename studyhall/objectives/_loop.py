@@ -18,9 +18,9 @@ dropout rate (``breast-cancer-tpe``) no longer nearly one per trial.
 
 from __future__ import annotations
 
-import gc
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,12 +35,16 @@ LOSSES = ("binary_logits", "sparse_categorical_logits", "sparse_categorical_mse"
 squared error of the softmax against the one-hot label, or Crammer-Singer (Keras' categorical)
 hinge."""
 
-# Compiled epochs by network signature; bounded so a study over many shapes cannot grow memory
-# without limit (measured: +450 MB over 120 trials of ~120 shapes when only this dict was capped).
-# 16, not 32: the peak resident memory of 200 breast-cancer-tpe trials fell from 973 to 762 MB;
-# a shape evicted and met again loads from the persistent compile cache.
-_MAX_CACHED = 16
-_CACHE: dict[str, Callable[..., Any]] = {}
+# Compiled epochs by network signature, least recently used first, each with its number of
+# layers with weights. Bounded so a study over many shapes cannot grow a worker without limit:
+# an executable's memory grows with its layers (measured here: 4.6 MB for one Dense layer and an
+# output layer, 8.1 MB for three and Adam), so the bound counts layers, not executables: 18
+# keeps all 9 shapes of the seed article's grid, and 200 breast-cancer-tpe trials (most of them
+# a new shape, of 2-4 layers) stay within 100 MB of the first (benchmarks, P5). A shape evicted and
+# met again loads from the persistent compile cache: 0.3 s instead of a 0.8 s compile, when
+# 20 epochs of it run in 0.08 s; a cap of 8 executables made the grid 14% slower than 9.
+_CACHE_LAYERS = 18
+_CACHE: OrderedDict[str, tuple[Any, int]] = OrderedDict()
 # Below this many multiply-adds per epoch (~6 per weight and training row, 2 per validation row)
 # XLA compiles without LLVM's optimisations: measured on a 30-64-1 breast-cancer MLP, compiling
 # took 0.26-0.68 s instead of 1.4-2.2 s, and 30 epochs then ran 0.06-0.09 s instead of 0.03 s.
@@ -334,19 +338,27 @@ def train(
         net, knobs = model.get_config(), ()
         non_trainable = [v.value for v in model.non_trainable_variables]
     key = _signature(net, optimizer, loss, batch_size, len(x), len(x_val))
-    fn = _CACHE.get(key)
-    if fn is None:
-        if len(_CACHE) >= _MAX_CACHED:
-            # Start over rather than evict one: JAX keeps executables (and the models their
-            # closures hold) in its own caches too, so only a full clear returns the memory.
-            _CACHE.clear()
-            gc.collect()
-            jax.clear_caches()
+    dx, dy, dxv, dyv = (_on_device(a) for a in (x, y, x_val, y_val))
+    cached = _CACHE.get(key)
+    if cached is None:
+        from studyhall.objectives._keras import _release_freed_memory
+
         forward = _plain_forward(layout) if layout is not None else _keras_forward(model)
         work = model.count_params() * (6 * len(x) + 2 * len(x_val))
-        fn = _CACHE[key] = _compile(forward, optimizer, loss, batch_size, len(x), len(x_val),
-                                    work)
-    dx, dy, dxv, dyv = (_on_device(a) for a in (x, y, x_val, y_val))
+        fn = _compile(forward, optimizer, loss, batch_size, len(x), len(x_val), work).lower(
+            trainable, non_trainable, opt_vars, np.zeros(len(x), np.int32), dx, dy, dxv, dyv,
+            knobs, np.zeros(2, np.uint32)).compile()
+        # Keep the executable, not what JAX cached to make it (jaxprs, MLIR, the model and
+        # optimizer its closures hold: ~10 MB more per shape), and hand the compiler's freed
+        # heap back to the OS.
+        jax.clear_caches()
+        _release_freed_memory()
+        _CACHE[key] = (fn, max(1, sum(1 for layer in model.layers if layer.weights)))
+        while len(_CACHE) > 1 and sum(n for _, n in _CACHE.values()) > _CACHE_LAYERS:
+            _CACHE.popitem(last=False)
+    else:
+        fn = cached[0]
+        _CACHE.move_to_end(key)
     # The shuffle is drawn here, not in the compiled epoch: jax.random.permutation is a sort
     # network that took XLA longer to compile than the whole rest of the epoch. The dropout
     # keys of the own forward pass count (seed, step), apart from the shuffle's stream.

@@ -79,8 +79,8 @@ def test_a_trial_reruns_exactly_from_its_seed(tmp_path):
 def test_memory_does_not_grow_trial_after_trial(sqlite_url, study_name):
     from studyhall.objectives import _loop
 
-    # As in a fresh worker: earlier tests' compiled shapes would otherwise push this test's 16
-    # out of the (16-entry) cache in the middle of the measurement.
+    # As in a fresh worker: earlier tests' compiled shapes would otherwise push this test's 8
+    # (units x layers) out of the cache in the middle of the measurement.
     _loop._CACHE.clear()
     process = psutil.Process(os.getpid())
     s = {

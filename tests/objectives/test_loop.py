@@ -52,6 +52,21 @@ def test_one_compiled_epoch_serves_linear_and_relu_every_dropout_and_initializer
     assert len(_loop._CACHE) == 2  # another activation compiles its own, once
 
 
+def test_the_cache_keeps_the_most_recently_used_shapes_within_its_layers(monkeypatch):
+    _loop._CACHE.clear()
+    monkeypatch.setattr(_loop, "_CACHE_LAYERS", 6)  # two of _train's 3-layer networks
+    first = _train(units=3)[0]
+    _train(units=4)
+    assert _train(units=3)[0] == first  # a hit: the same compiled epoch, the same maths
+    _train(units=5)  # evicts units=4, the least recently used
+    assert [("[3]" in k, "[5]" in k) for k in _loop._CACHE] == [(True, False), (False, True)]
+    assert [layers for _, layers in _loop._CACHE.values()] == [3, 3]
+    assert _train(units=4)[0] == _train(units=4)[0]  # evicted and met again: compiled anew
+    monkeypatch.setattr(_loop, "_CACHE_LAYERS", 0)
+    _train(units=6)
+    assert len(_loop._CACHE) == 1  # the newest stays, whatever it costs
+
+
 def test_dropout_zeroes_its_share_of_units_and_scales_the_rest():
     k = _keras.keras()
     width = 200
