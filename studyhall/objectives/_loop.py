@@ -243,7 +243,7 @@ def _losses(loss: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
 
 
 def _compile(forward: Callable[..., Any], optimizer: Any, loss: str, batch_size: int, n: int,
-             n_val: int, work: int) -> Callable[..., Any]:
+             n_val: int, work: int) -> Any:
     """One epoch as one jitted call. ``forward(trainable, non_trainable, x, knobs, key,
     training) -> (logits, non_trainable)``; ``knobs`` are per-trial arguments of the forward
     pass, ``key`` a minibatch's dropout key: ``seeds`` (trial seed, first step) plus the step."""
