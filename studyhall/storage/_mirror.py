@@ -177,10 +177,25 @@ class OwnTrialsMirror:
             self._written_at[trial_id] = time.monotonic()
         if not pending:
             return
+        # Optuna's own per-report write, for many steps at once: one check of the trial and
+        # one read of the steps already stored, instead of two queries per step (a 30-epoch
+        # curve held the database 15 ms, a whole trial's other writes together 12 ms).
+        from optuna.storages._rdb import models
+
+        stored = models.TrialIntermediateValueModel
         with _create_scoped_session(self.scoped_session, True) as session:  # type: ignore[attr-defined]
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+            self.check_trial_is_updatable(trial_id, trial.state)  # type: ignore[attr-defined]
+            existing = {row.step: row for row in session.query(stored).filter(
+                stored.trial_id == trial_id, stored.step.in_(list(pending)))}
             for step, value in sorted(pending.items()):
-                self._set_trial_intermediate_value_without_commit(  # type: ignore[attr-defined]
-                    session, trial_id, step, value)
+                number, kind = stored.intermediate_value_to_stored_repr(value)
+                row = existing.get(step)
+                if row is None:
+                    session.add(stored(trial_id=trial_id, step=step, intermediate_value=number,
+                                       intermediate_value_type=kind))
+                else:
+                    row.intermediate_value, row.intermediate_value_type = number, kind
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         super().set_trial_user_attr(trial_id, key, value)  # type: ignore[misc]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import optuna
 import pytest
 import sqlalchemy
@@ -104,11 +106,13 @@ def test_a_running_curve_is_written_in_batches_and_whole_before_the_trial_ends(t
     url = f"sqlite:///{tmp_path / 'curve.db'}"
     mine = optuna.create_study(storage=open_storage(url), study_name="s")
     reader = optuna.storages.RDBStorage(url)
-    writes = []  # statements that write curve points, as they are executed
+    writes = []  # curve points written, as their statements are executed
 
     def count(conn, cursor, statement, parameters, context, executemany):
         if statement.startswith("INSERT INTO trial_intermediate_values"):
-            writes.append(len(parameters) if executemany else 1)
+            # One row per statement, or many rows per executemany.
+            many = parameters and isinstance(parameters[0], (list, tuple, dict))
+            writes.append(len(parameters) if many else 1)
 
     sqlalchemy.event.listen(mine._storage._backend.engine, "before_cursor_execute", count)
     trial = mine.ask()
@@ -130,6 +134,24 @@ def test_a_running_curve_is_written_in_batches_and_whole_before_the_trial_ends(t
     trial.report(3.1, 31)
     mine.tell(trial, 1.0)
     assert stored() == {**{s: s / 10 for s in range(31)}, 31: 3.1}
+
+
+def test_a_step_reported_again_and_non_finite_values_are_stored_as_optuna_stores_them(
+        tmp_path, monkeypatch):
+    from studyhall.storage import _mirror
+
+    monkeypatch.setattr(_mirror, "CURVE_FLUSH_S", 3600.0)
+    url = f"sqlite:///{tmp_path / 'again.db'}"
+    mine = optuna.create_study(storage=open_storage(url), study_name="s")
+    trial = mine.ask()
+    trial.report(0.5, 0)  # written at once
+    trial.report(float("inf"), 1)
+    # Trial.report refuses a step twice; the storage takes it (and replaces the stored one).
+    mine._storage.set_trial_intermediate_value(trial._trial_id, 0, 0.7)
+    trial.report(float("nan"), 2)
+    mine.tell(trial, 1.0)
+    curve = optuna.storages.RDBStorage(url).get_all_trials(mine._study_id)[0].intermediate_values
+    assert curve[0] == 0.7 and curve[1] == float("inf") and math.isnan(curve[2])
 
 
 def test_a_pending_curve_of_a_trial_failed_elsewhere_is_refused(tmp_path, monkeypatch):
