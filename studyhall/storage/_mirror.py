@@ -186,7 +186,7 @@ class OwnTrialsMirror:
         with _create_scoped_session(self.scoped_session, True) as session:  # type: ignore[attr-defined]
             trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
             self.check_trial_is_updatable(trial_id, trial.state)  # type: ignore[attr-defined]
-            existing = {row.step: row for row in session.query(stored).filter(
+            existing: dict[Any, Any] = {row.step: row for row in session.query(stored).filter(
                 stored.trial_id == trial_id, stored.step.in_(list(pending)))}
             for step, value in sorted(pending.items()):
                 number, kind = stored.intermediate_value_to_stored_repr(value)
