@@ -244,9 +244,11 @@ def _losses(loss: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
 
 def _compile(forward: Callable[..., Any], optimizer: Any, loss: str, batch_size: int, n: int,
              n_val: int, work: int) -> Any:
-    """One epoch as one jitted call. ``forward(trainable, non_trainable, x, knobs, key,
-    training) -> (logits, non_trainable)``; ``knobs`` are per-trial arguments of the forward
-    pass, ``key`` a minibatch's dropout key: ``seeds`` (trial seed, first step) plus the step."""
+    """One epoch as one jitted call, not yet compiled (``train`` lowers and compiles it ahead
+    of time, so the cache holds the executable alone). ``forward(trainable, non_trainable, x,
+    knobs, key, training) -> (logits, non_trainable)``; ``knobs`` are per-trial arguments of
+    the forward pass, ``key`` a minibatch's dropout key: ``seeds`` (trial seed, first step) plus
+    the step."""
     import jax
     import jax.numpy as jnp
 
