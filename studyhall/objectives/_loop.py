@@ -343,18 +343,22 @@ def train(
     dx, dy, dxv, dyv = (_on_device(a) for a in (x, y, x_val, y_val))
     cached = _CACHE.get(key)
     if cached is None:
-        from studyhall.objectives._keras import _release_freed_memory
+        from studyhall.objectives import _executables
+        from studyhall.objectives._keras import _release_freed_memory, jax_cache_dir
 
-        forward = _plain_forward(layout) if layout is not None else _keras_forward(model)
-        work = model.count_params() * (6 * len(x) + 2 * len(x_val))
-        fn = _compile(forward, optimizer, loss, batch_size, len(x), len(x_val), work).lower(
-            trainable, non_trainable, opt_vars, np.zeros(len(x), np.int32), dx, dy, dxv, dyv,
-            knobs, np.zeros(2, np.uint32)).compile()
-        # Keep the executable, not what JAX cached to make it (jaxprs, MLIR, the model and
-        # optimizer its closures hold: ~10 MB more per shape), and hand the compiler's freed
-        # heap back to the OS.
-        jax.clear_caches()
-        _release_freed_memory()
+        args = (trainable, non_trainable, opt_vars, np.zeros(len(x), np.int32), dx, dy, dxv,
+                dyv, knobs, np.zeros(2, np.uint32))
+        fn = _executables.load(jax_cache_dir(), key, args)
+        if fn is None:
+            forward = _plain_forward(layout) if layout is not None else _keras_forward(model)
+            work = model.count_params() * (6 * len(x) + 2 * len(x_val))
+            fn = _executables.compile_and_store(jax_cache_dir(), key, args, _compile(
+                forward, optimizer, loss, batch_size, len(x), len(x_val), work))
+            # Keep the executable, not what JAX cached to make it (jaxprs, MLIR, the model
+            # and optimizer its closures hold: ~10 MB more per shape), and hand the
+            # compiler's freed heap back to the OS.
+            jax.clear_caches()
+            _release_freed_memory()
         _CACHE[key] = (fn, max(1, sum(1 for layer in model.layers if layer.weights)))
         while len(_CACHE) > 1 and sum(n for _, n in _CACHE.values()) > _CACHE_LAYERS:
             _CACHE.popitem(last=False)

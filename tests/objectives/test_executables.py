@@ -1,0 +1,88 @@
+"""Compiled epochs on disk: a worker meeting a shape that another process compiled loads it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from studyhall.objectives import _keras, _loop
+
+from .test_loop import _train
+
+
+@pytest.fixture
+def epoch_store(tmp_path, monkeypatch):
+    """A fresh store and an empty in-memory cache: the next compile is this test's."""
+    _keras.keras()
+    monkeypatch.setattr(_keras, "_cache_dir", str(tmp_path))
+    _loop._CACHE.clear()
+    yield tmp_path / "epochs"
+    _loop._CACHE.clear()
+
+
+def _refuse_compiles(monkeypatch):
+    def compile_again(*args, **kwargs):
+        raise AssertionError("compiled, though the epoch was stored")
+
+    monkeypatch.setattr(_loop, "_compile", compile_again)
+
+
+def test_a_stored_epoch_trains_exactly_what_the_compiled_one_trained(epoch_store, monkeypatch):
+    losses, accuracy, _ = _train(units=5)
+    assert len(list(epoch_store.glob("*.pickle"))) == 1
+    _loop._CACHE.clear()  # as a new worker process starts
+    _refuse_compiles(monkeypatch)
+    again, again_accuracy, _ = _train(units=5)
+    assert again == losses and again_accuracy == accuracy
+
+
+def test_another_shape_or_batch_size_is_another_file(epoch_store):
+    _train(units=5)
+    _train(units=6)
+    assert len(list(epoch_store.glob("*.pickle"))) == 2
+
+
+def test_an_unreadable_file_is_compiled_again_and_replaced(epoch_store, monkeypatch):
+    losses = _train(units=5)[0]
+    (path,) = epoch_store.glob("*.pickle")
+    path.write_bytes(b"half a pickle")
+    _loop._CACHE.clear()
+    assert _train(units=5)[0] == losses
+    _loop._CACHE.clear()
+    _refuse_compiles(monkeypatch)
+    assert _train(units=5)[0] == losses
+
+
+def test_no_store_when_the_cache_is_off(tmp_path, monkeypatch):
+    _keras.keras()
+    monkeypatch.setattr(_keras, "_cache_dir", None)
+    _loop._CACHE.clear()
+    _train(units=5)
+    assert not list(tmp_path.rglob("*.pickle"))
+    _loop._CACHE.clear()
+
+
+def test_a_new_process_loads_the_epoch_without_tracing(tmp_path):
+    script = (
+        "import jax, sys\n"
+        "from studyhall.objectives import _loop\n"
+        "from tests.objectives.test_loop import _train\n"
+        "traced = []\n"
+        "real = _loop._compile\n"
+        "_loop._compile = lambda *a, **k: traced.append(1) or real(*a, **k)\n"
+        "print('LOSSES', _train(units=5)[0], 'TRACED', len(traced))\n"
+    )
+    env = {"STUDYHALL_JAX_CACHE": str(tmp_path), "KERAS_BACKEND": "jax", "PATH": "/usr/bin:/bin"}
+
+    def run() -> str:
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             env=env, timeout=300, check=True,
+                             cwd=Path(__file__).parents[2]).stdout
+        return next(line for line in out.splitlines() if line.startswith("LOSSES"))
+
+    first, second = run(), run()
+    assert first.endswith("TRACED 1") and second.endswith("TRACED 0")
+    assert first.split("TRACED")[0] == second.split("TRACED")[0]
