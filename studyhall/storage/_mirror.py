@@ -11,20 +11,28 @@ read back (the database's own: MySQL keeps whole seconds), and the finished copy
 Optuna's cache once. A no-op TPE trial then takes 18 statements instead of 47. The reads this
 module adds run outside a transaction on PostgreSQL (``_pool.read_connection``).
 
-Learning curves are written in batches: a running trial's reports (one per epoch) reach the
-database at most ``CURVE_FLUSH_S`` apart, in one transaction, and all of them before its state
-changes. A 30-epoch breast-cancer trial lasts under a second, and 30 commits were a tenth of
-it. Pruners read reports from this process's copy (its own trial) or from finished trials
-(the others'); only a live curve in the dashboard lags, by at most ``CURVE_FLUSH_S``, and a
-worker killed mid-trial loses at most that much of a curve whose trial becomes FAIL anyway.
+A running trial's writes are batched too. Its reports (one per epoch) reach the database at most
+``CURVE_FLUSH_S`` apart, in one transaction, and all of them before its state changes. A
+studyhall worker also defers the trial's parameters and user attributes (``defer_writes``) and
+writes them once every parameter is suggested (``write_pending``: a retry of a dead worker's
+trial copies them from there); later attributes go with the reports. A 30-epoch breast-cancer
+trial lasts a tenth of a second here, and its ~15 small commits (each parameter, each
+attribute, each epoch) held the database against the other workers of the study; it now makes
+3-4. Pruners read reports from this process's copy (its own trial) or from finished trials
+(the others'); only a live trial in the dashboard lags, by at most ``CURVE_FLUSH_S``, and a
+worker killed mid-trial loses at most that much of a trial that becomes FAIL anyway. System
+attributes are written at once: samplers coordinate workers through them (the grid's
+``grid_id``).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import threading
 import time
 from collections.abc import Container
+from dataclasses import dataclass, field
 from typing import Any
 
 from optuna.trial import TrialState
@@ -38,14 +46,32 @@ CURVE_FLUSH_S = 1.0
 """Longest a running trial's reported value waits before it is written."""
 
 
+@dataclass
+class _Pending:
+    """A running trial's writes not yet in the database."""
+
+    params: dict[str, tuple[float, Any, Any]] = field(default_factory=dict)
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+    curve: dict[int, float] = field(default_factory=dict)
+
+    def merge_under(self, newer: _Pending | None) -> _Pending:
+        """These writes with ``newer``'s on top (a failed write goes back in the queue)."""
+        if newer is not None:
+            self.params.update(newer.params)
+            self.user_attrs.update(newer.user_attrs)
+            self.curve.update(newer.curve)
+        return self
+
+
 class OwnTrialsMirror:
     """Mixin for ``RDBStorage``: serve the running trials this process created from memory."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._own: dict[int, Any] = {}
-        self._curves: dict[int, dict[int, float]] = {}  # reports not yet written, per trial
+        self._pending: dict[int, _Pending] = {}
+        self._deferred: set[int] = set()  # trials whose parameters and attributes wait too
         self._written_at: dict[int, float] = {}
-        self._curve_lock = threading.Lock()
+        self._pending_lock = threading.Lock()
         super().__init__(*args, **kwargs)
 
     def delete_study(self, study_id: int) -> None:
@@ -114,9 +140,24 @@ class OwnTrialsMirror:
         """Whole trials by id, one select per table (``_trials.py``)."""
         return load_trials_by_id(self.engine, trial_ids)  # type: ignore[attr-defined]
 
+    def _running_own(self, trial_id: int) -> Any:
+        own = self._own.get(trial_id)
+        return own if own is not None and own.state == TrialState.RUNNING else None
+
+    def defer_writes(self, trial_id: int) -> None:
+        """Hold ``trial_id``'s parameters and user attributes until ``write_pending``, a
+        report's write or its state change (this process's own running trials only)."""
+        if self._running_own(trial_id) is not None:
+            self._deferred.add(trial_id)
+
     def _set_trial_param(self, trial_id: int, name: str, value: float, dist: Any,
                          previous: Any) -> None:
-        super()._set_trial_param(trial_id, name, value, dist, previous)  # type: ignore[misc]
+        if trial_id in self._deferred and self._running_own(trial_id) is not None:
+            with self._pending_lock:
+                pending = self._pending.setdefault(trial_id, _Pending())
+                pending.params[name] = (value, dist, previous)
+        else:
+            super()._set_trial_param(trial_id, name, value, dist, previous)  # type: ignore[misc]
         own = self._own.get(trial_id)
         if own is not None:
             own.params[name] = dist.to_external_repr(value)
@@ -125,7 +166,7 @@ class OwnTrialsMirror:
     def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
         own = self._own
         try:
-            self._write_curve(trial_id)
+            self.write_pending(trial_id)
             changed = bool(super().set_trial_state_values(trial_id, state, values))  # type: ignore[misc]
         except BaseException:
             own.pop(trial_id, None)  # refused (another worker failed it as stale): read it back
@@ -133,6 +174,7 @@ class OwnTrialsMirror:
         finally:
             if state.is_finished():
                 self._written_at.pop(trial_id, None)
+                self._deferred.discard(trial_id)
         trial = own.get(trial_id)
         if trial is None:
             return changed
@@ -155,50 +197,75 @@ class OwnTrialsMirror:
             return row.datetime_start, row.datetime_complete
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, value: float) -> None:
-        own = self._own.get(trial_id)
-        if own is None or own.state != TrialState.RUNNING:
+        own = self._running_own(trial_id)
+        if own is None:
             super().set_trial_intermediate_value(trial_id, step, value)  # type: ignore[misc]
             return
         own.intermediate_values[step] = value
         now = time.monotonic()
-        with self._curve_lock:
-            self._curves.setdefault(trial_id, {})[step] = value
+        with self._pending_lock:
+            self._pending.setdefault(trial_id, _Pending()).curve[step] = value
             due = now - self._written_at.get(trial_id, -CURVE_FLUSH_S) >= CURVE_FLUSH_S
-        if due:  # the first report goes at once: the dashboard sees the curve start
-            self._write_curve(trial_id)
+        if due:
+            self.write_pending(trial_id)
 
-    def _write_curve(self, trial_id: int) -> None:
-        """Write ``trial_id``'s pending reports in one transaction (refused, as one report
-        would be, when the trial is no longer RUNNING)."""
+    def write_pending(self, trial_id: int) -> None:
+        """Write ``trial_id``'s pending parameters, user attributes and reports in one
+        transaction (refused, as each would be, when the trial is no longer RUNNING)."""
+        from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
-        with self._curve_lock:
-            pending = self._curves.pop(trial_id, None)
+        with self._pending_lock:
+            pending = self._pending.pop(trial_id, None)
             self._written_at[trial_id] = time.monotonic()
-        if not pending:
+        if pending is None:
             return
-        # Optuna's own per-report write, for many steps at once: one check of the trial and
-        # one read of the steps already stored, instead of two queries per step (a 30-epoch
-        # curve held the database 15 ms, a whole trial's other writes together 12 ms).
+        try:
+            with _create_scoped_session(self.scoped_session, True) as session:  # type: ignore[attr-defined]
+                trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+                self.check_trial_is_updatable(trial_id, trial.state)  # type: ignore[attr-defined]
+                for name, (value, dist, previous) in pending.params.items():
+                    self._set_trial_param_without_commit(  # type: ignore[attr-defined]
+                        session, trial_id, name, value, dist, previous)
+                for key, attr in pending.user_attrs.items():
+                    self._set_trial_attr_without_commit(  # type: ignore[attr-defined]
+                        session, models.TrialUserAttributeModel, trial_id, key, attr)
+                if pending.curve:
+                    self._add_curve(session, trial_id, pending.curve)
+        except Exception as exc:
+            from studyhall.storage import is_transient
+
+            if is_transient(exc):  # an outage: the next write (or the state change) retries
+                with self._pending_lock:
+                    self._pending[trial_id] = pending.merge_under(self._pending.get(trial_id))
+            raise  # anything else is dropped, as one write would be, so FAIL can be written
+
+    @staticmethod
+    def _add_curve(session: Any, trial_id: int, curve: dict[int, float]) -> None:
+        # Optuna's own per-report write, for many steps at once: one read of the steps already
+        # stored, instead of two queries per step (a 30-epoch curve held the database 15 ms,
+        # a whole trial's other writes together 12 ms).
         from optuna.storages._rdb import models
 
         stored = models.TrialIntermediateValueModel
-        with _create_scoped_session(self.scoped_session, True) as session:  # type: ignore[attr-defined]
-            trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
-            self.check_trial_is_updatable(trial_id, trial.state)  # type: ignore[attr-defined]
-            existing: dict[Any, Any] = {row.step: row for row in session.query(stored).filter(
-                stored.trial_id == trial_id, stored.step.in_(list(pending)))}
-            for step, value in sorted(pending.items()):
-                number, kind = stored.intermediate_value_to_stored_repr(value)
-                row = existing.get(step)
-                if row is None:
-                    session.add(stored(trial_id=trial_id, step=step, intermediate_value=number,
-                                       intermediate_value_type=kind))
-                else:
-                    row.intermediate_value, row.intermediate_value_type = number, kind
+        existing: dict[Any, Any] = {row.step: row for row in session.query(stored).filter(
+            stored.trial_id == trial_id, stored.step.in_(list(curve)))}
+        for step, value in sorted(curve.items()):
+            number, kind = stored.intermediate_value_to_stored_repr(value)
+            row = existing.get(step)
+            if row is None:
+                session.add(stored(trial_id=trial_id, step=step, intermediate_value=number,
+                                   intermediate_value_type=kind))
+            else:
+                row.intermediate_value, row.intermediate_value_type = number, kind
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        super().set_trial_user_attr(trial_id, key, value)  # type: ignore[misc]
+        if trial_id in self._deferred and self._running_own(trial_id) is not None:
+            stored = json.loads(json.dumps(value))  # fails here, as a write would, and copies
+            with self._pending_lock:
+                self._pending.setdefault(trial_id, _Pending()).user_attrs[key] = stored
+        else:
+            super().set_trial_user_attr(trial_id, key, value)  # type: ignore[misc]
         own = self._own.get(trial_id)
         if own is not None:
             own.user_attrs[key] = copy.deepcopy(value)

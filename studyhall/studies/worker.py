@@ -127,9 +127,12 @@ class _TrialFunction:
     """What ``study.optimize`` calls: seed, suggest, run the objective, classify failures."""
 
     def __init__(self, spec: StudySpec, on_start: Callable[[], None],
-                 url: StorageURL | None = None) -> None:
+                 url: StorageURL | None = None, storage: Any = None) -> None:
         self.spec = spec
         self.url = url  # where the study lives: its trained models are saved beside it
+        # A storage that batches a running trial's writes (``storage/_mirror.py``): its
+        # parameters are written once all are suggested (a dead worker's retry copies them).
+        self.batching = storage if hasattr(storage, "write_pending") else None
         self.options = dict(spec.objective.options)
         info = get_objective(spec.objective.name)
         self.objective = info.factory()
@@ -143,6 +146,8 @@ class _TrialFunction:
 
         self.current = trial
         self.on_start()  # the trial exists: other workers may count it now
+        if self.batching is not None:
+            self.batching.defer_writes(trial._trial_id)
         # A retried trial re-runs its original exactly: same seed, same parameters.
         attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
         number = attrs.get("failed_trial", trial.number)
@@ -151,6 +156,8 @@ class _TrialFunction:
         random.seed(seed)
         np.random.seed(seed)
         params = {**self.options, **suggest(trial, self.spec.space)}
+        if self.batching is not None:
+            self.batching.write_pending(trial._trial_id)
         from studyhall.objectives._artifacts import trial_artifacts
 
         seen = trial if len(trial.study.directions) == 1 else _CurveOnly(trial)
@@ -384,7 +391,7 @@ def _work(
     )
     beating = bool(getattr(study._storage, "get_heartbeat_interval", lambda: None)())
     lock = admission_lock(storage, url, name, heartbeat.grace)
-    func = _TrialFunction(spec, on_start=lock.release, url=url)
+    func = _TrialFunction(spec, on_start=lock.release, url=url, storage=storage)
     callbacks: list[Callable[[Any, Any], None]] = [_FailureStreak()] + (
         [on_trial] if on_trial else []
     )

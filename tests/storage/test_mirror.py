@@ -169,3 +169,83 @@ def test_a_pending_curve_of_a_trial_failed_elsewhere_is_refused(tmp_path, monkey
         mine.tell(trial, 1.0)
     assert other.get_trials()[0].intermediate_values == {0: 0.1}
     assert mine.get_trials()[0].state == TrialState.FAIL
+
+
+def _deferring(storage, objective):
+    """``objective`` run as a studyhall worker runs it: writes deferred, then parameters."""
+
+    def run(trial: optuna.Trial) -> float:
+        storage.defer_writes(trial._trial_id)
+        trial.set_user_attr("seed", 3)
+        x = trial.suggest_float("x", -1, 1)
+        trial.suggest_categorical("kind", ["a", "b"])
+        storage.write_pending(trial._trial_id)
+        return objective(trial, x)
+
+    return run
+
+
+def _commits(storage) -> list[int]:
+    count = [0]
+    sqlalchemy.event.listen(storage.engine, "commit", lambda *a: count.__setitem__(0, count[0] + 1))
+    return count
+
+
+def test_deferred_writes_reach_the_database_whole(url, study_name):
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name=study_name)
+    study.optimize(_deferring(storage, lambda t, x: _objective(t)), n_trials=20)
+    fresh = optuna.load_study(study_name=study_name, storage=optuna.storages.RDBStorage(url))
+    assert [_fields(t) for t in study.get_trials()] == [_fields(t) for t in fresh.get_trials()]
+    assert all(t.user_attrs["seed"] == 3 and "note" in t.user_attrs for t in fresh.get_trials())
+    optuna.delete_study(study_name=study_name, storage=url)
+
+
+def test_suggested_parameters_are_written_together_before_the_objective_runs(tmp_path):
+    url = f"sqlite:///{tmp_path / 'deferred.db'}"
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name="s")
+    other = optuna.load_study(study_name="s", storage=optuna.storages.RDBStorage(url))
+    seen = {}
+
+    def objective(trial, x):
+        seen["commits"] = commits[0] - before
+        seen["params"] = other.get_trials()[0].params
+        trial.set_user_attr("later", 1)  # deferred: written with the trial's end
+        seen["later"] = other.get_trials()[0].user_attrs
+        return x
+
+    commits = _commits(storage)
+    before = commits[0]
+    study.optimize(_deferring(storage, objective), n_trials=1)
+    assert set(seen["params"]) == {"x", "kind"} and seen["later"] == {"seed": 3}
+    assert seen["commits"] == 2  # the trial's creation, then its parameters and attribute
+    assert other.get_trials()[0].user_attrs == {"seed": 3, "later": 1}
+
+
+def test_a_deferred_attribute_json_cannot_hold_fails_where_it_is_set(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'json.db'}")
+    study = optuna.create_study(storage=storage)
+
+    def objective(trial, x):
+        with pytest.raises(TypeError):
+            trial.set_user_attr("bad", object())
+        return x
+
+    study.optimize(_deferring(storage, objective), n_trials=1)
+    assert study.trials[0].state == TrialState.COMPLETE and "bad" not in study.trials[0].user_attrs
+
+
+def test_parameters_the_study_refuses_still_let_the_trial_fail(tmp_path):
+    url = f"sqlite:///{tmp_path / 'refused.db'}"
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    trial = study.ask()
+    storage.defer_writes(trial._trial_id)
+    trial.suggest_categorical("x", ["a", "b"])  # "x" is a float in this study
+    with pytest.raises(ValueError):
+        storage.write_pending(trial._trial_id)
+    study.tell(trial, state=TrialState.FAIL)
+    fresh = optuna.load_study(study_name="s", storage=optuna.storages.RDBStorage(url))
+    assert fresh.trials[1].state == TrialState.FAIL and fresh.trials[1].params == {}
