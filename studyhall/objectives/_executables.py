@@ -6,7 +6,8 @@ traces and lowers it first: 130-140 ms of a 30-64-1 breast-cancer network's 170 
 clears, so the next model build recompiles Keras' initialiser operations (100-160 ms more).
 Each worker process pays that once per network shape, and two workers on one study pay it
 twice. Here the executable is stored under ``_loop``'s own signature of the network (plus the
-argument shapes, this module's and ``_loop``'s source, the library versions, XLA's flags and the
+argument shapes, the source of this module, of ``_loop`` and of every class whose code the
+epoch runs: layers, optimizer, learning-rate schedule; the library versions, XLA's flags and the
 processor), so a worker that meets a shape another worker, or an earlier run, compiled loads it
 without tracing anything.
 
@@ -26,6 +27,7 @@ import logging
 import os
 import pickle
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,21 +60,34 @@ def _environment() -> str:
     return "\n".join(parts)
 
 
-def _path(directory: str, signature: str, args: Any) -> Path:
+@functools.cache
+def _source(cls: type) -> str:
+    """A digest of the file that defines ``cls`` (its code is part of the compiled epoch)."""
+    import inspect
+
+    try:
+        return hashlib.sha256(Path(inspect.getfile(cls)).read_bytes()).hexdigest()
+    except (OSError, TypeError):  # defined interactively: its name, then, and no more
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _path(directory: str, signature: str, args: Any, code: Sequence[type]) -> Path:
     import jax
 
     leaves, tree = jax.tree_util.tree_flatten(args)
     shapes = [(getattr(a, "shape", ()), str(getattr(a, "dtype", type(a).__name__)))
               for a in leaves]
-    key = "\n".join([_environment(), signature, str(tree), repr(shapes)])
+    sources = sorted({_source(cls) for cls in code})
+    key = "\n".join([_environment(), signature, str(tree), repr(shapes), *sources])
     return Path(directory) / "epochs" / (hashlib.sha256(key.encode()).hexdigest() + ".pickle")
 
 
-def load(directory: str | None, signature: str, args: Any) -> Any:
-    """The compiled epoch stored for ``signature`` and these example ``args``, or None."""
+def load(directory: str | None, signature: str, args: Any, code: Sequence[type]) -> Any:
+    """The compiled epoch stored for ``signature``, these example ``args`` and the classes of
+    ``code``, or None."""
     if directory is None:
         return None
-    path = _path(directory, signature, args)
+    path = _path(directory, signature, args, code)
     try:
         blob = path.read_bytes()
     except OSError:
@@ -87,7 +102,8 @@ def load(directory: str | None, signature: str, args: Any) -> Any:
         return None
 
 
-def compile_and_store(directory: str | None, signature: str, args: Any, jitted: Any) -> Any:
+def compile_and_store(directory: str | None, signature: str, args: Any, code: Sequence[type],
+                      jitted: Any) -> Any:
     """Compile ``jitted`` for ``args``; keep it for the next process that meets ``signature``."""
     if directory is None:
         return jitted.lower(*args).compile()
@@ -104,7 +120,7 @@ def compile_and_store(directory: str | None, signature: str, args: Any, jitted: 
     finally:
         jax.config.update("jax_enable_compilation_cache", enabled)
         compilation_cache.reset_cache()
-    path = _path(directory, signature, args)
+    path = _path(directory, signature, args, code)
     try:
         blob = pickle.dumps(serialize_executable.serialize(compiled))
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -348,11 +348,13 @@ def train(
 
         args = (trainable, non_trainable, opt_vars, np.zeros(len(x), np.int32), dx, dy, dxv,
                 dyv, knobs, np.zeros(2, np.uint32))
-        fn = _executables.load(jax_cache_dir(), key, args)
+        code = [type(layer) for layer in model.layers] + [
+            type(optimizer), type(getattr(optimizer, "_learning_rate", None))]
+        fn = _executables.load(jax_cache_dir(), key, args, code)
         if fn is None:
             forward = _plain_forward(layout) if layout is not None else _keras_forward(model)
             work = model.count_params() * (6 * len(x) + 2 * len(x_val))
-            fn = _executables.compile_and_store(jax_cache_dir(), key, args, _compile(
+            fn = _executables.compile_and_store(jax_cache_dir(), key, args, code, _compile(
                 forward, optimizer, loss, batch_size, len(x), len(x_val), work))
             # Keep the executable, not what JAX cached to make it (jaxprs, MLIR, the model
             # and optimizer its closures hold: ~10 MB more per shape), and hand the

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from studyhall.objectives import _keras, _loop
+from studyhall.objectives import _executables, _keras, _loop
 
 from .test_loop import _train
 
@@ -86,3 +88,16 @@ def test_a_new_process_loads_the_epoch_without_tracing(tmp_path):
     first, second = run(), run()
     assert first.endswith("TRACED 1") and second.endswith("TRACED 0")
     assert first.split("TRACED")[0] == second.split("TRACED")[0]
+
+
+def test_a_change_to_a_layers_code_is_another_file(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = tmp_path / "studyhall_test_layer.py"
+    source.write_text("class Layer:\n    scale = 1\n")
+    module = importlib.import_module("studyhall_test_layer")
+    args = (np.zeros(3, np.float32),)
+    first = _executables._path(str(tmp_path), "signature", args, [module.Layer])
+    assert _executables._path(str(tmp_path), "signature", args, [module.Layer]) == first
+    source.write_text("class Layer:\n    scale = 2\n")
+    module = importlib.reload(module)
+    assert _executables._path(str(tmp_path), "signature", args, [module.Layer]) != first
