@@ -63,8 +63,8 @@ def _inline_dispatch() -> None:
 
     The compiled loop waits for every epoch's result anyway, so asynchronous dispatch only
     added a thread hand-off per call, and XLA split even these tiny matrix products over its
-    thread pool: a 30-64-1 epoch at batch 32 took 100-125 ms inline against 125-160 ms
-    dispatched, on 100-120 ms of CPU against 200-250 (measured here, one worker on 2 cores).
+    thread pool: 30 epochs of a 30-64-1 network at batch 32 took 99-107 ms inline against
+    126-162 ms dispatched, on 160-170 ms of CPU against 200-250 (one process on 2 cores).
     Set before JAX creates its CPU client; ``model.fit`` (``STUDYHALL_TRAINING_LOOP=fit``)
     keeps JAX's default, since it queues steps ahead.
     """
