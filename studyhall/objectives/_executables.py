@@ -16,7 +16,9 @@ disables both). They are pickles, trusted as JAX trusts its own cache directory;
 be read is compiled again and replaced. A file is written to a temporary name and renamed, so a
 reader never sees half of one. An epoch compiled to be stored here skips JAX's cache: an
 executable JAX loaded from there serializes without its kernels (its calls then fail with
-"NOT_FOUND: Function ... not found", seen with jaxlib 0.10 on the CPU).
+"NOT_FOUND: Function ... not found", seen with jaxlib 0.10 on the CPU). Should a stored file
+ever load but fail that way, its trials fail with XLA's message; deleting ``epochs/`` (or
+``STUDYHALL_JAX_CACHE=off``) compiles afresh.
 """
 
 from __future__ import annotations
