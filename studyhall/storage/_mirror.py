@@ -17,12 +17,12 @@ studyhall worker also defers the trial's parameters and user attributes (``defer
 writes them once every parameter is suggested (``write_pending``: a retry of a dead worker's
 trial copies them from there); later attributes go with the reports. A 30-epoch breast-cancer
 trial lasts a tenth of a second here, and its 17 small commits (each parameter, each
-attribute, creation, heartbeat, end) held the database against the other workers of the study;
-it now makes 7. Pruners read reports from this process's copy (its own trial) or from finished trials
-(the others'); only a live trial in the dashboard lags, by at most ``CURVE_FLUSH_S``, and a
-worker killed mid-trial loses at most that much of a trial that becomes FAIL anyway. System
-attributes are written at once: samplers coordinate workers through them (the grid's
-``grid_id``).
+attribute, creation, heartbeat, end) held the database against the other workers of the
+study; it now makes 7. Pruners read reports from this process's copy (its own trial) or from
+finished trials (the others'); only a live trial in the dashboard lags, by at most
+``CURVE_FLUSH_S``, and a worker killed mid-trial loses at most that much of a trial that
+becomes FAIL anyway. System attributes are written at once: samplers coordinate workers
+through them (the grid's ``grid_id``).
 """
 
 from __future__ import annotations
