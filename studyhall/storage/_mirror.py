@@ -150,9 +150,12 @@ class OwnTrialsMirror:
         if self._running_own(trial_id) is not None:
             self._deferred.add(trial_id)
 
+    def _deferring(self, trial_id: int) -> bool:
+        return trial_id in self._deferred and self._running_own(trial_id) is not None
+
     def _set_trial_param(self, trial_id: int, name: str, value: float, dist: Any,
                          previous: Any) -> None:
-        if trial_id in self._deferred and self._running_own(trial_id) is not None:
+        if self._deferring(trial_id):
             with self._pending_lock:
                 pending = self._pending.setdefault(trial_id, _Pending())
                 pending.params[name] = (value, dist, previous)
@@ -260,7 +263,7 @@ class OwnTrialsMirror:
                 row.intermediate_value, row.intermediate_value_type = number, kind
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        if trial_id in self._deferred and self._running_own(trial_id) is not None:
+        if self._deferring(trial_id):
             stored = json.loads(json.dumps(value))  # fails here, as a write would, and copies
             with self._pending_lock:
                 self._pending.setdefault(trial_id, _Pending()).user_attrs[key] = stored

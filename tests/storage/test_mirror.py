@@ -169,6 +169,8 @@ def test_a_pending_curve_of_a_trial_failed_elsewhere_is_refused(tmp_path, monkey
         mine.tell(trial, 1.0)
     assert other.get_trials()[0].intermediate_values == {0: 0.1}
     assert mine.get_trials()[0].state == TrialState.FAIL
+    backend = getattr(mine._storage, "_backend", mine._storage)
+    assert trial._trial_id not in backend._pending  # nothing held for a trial that is over
 
 
 def _deferring(storage, objective):
