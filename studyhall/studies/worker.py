@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -398,8 +399,39 @@ def _work(
     deadline = None if timeout is None else time.monotonic() + timeout
     _logger.info("worker joined study %s on %s (target %s trials)", name, url.masked, target)
     watch_lock = admission_lock(storage, url, name, heartbeat.grace)  # the thread's own
-    with _stale_watch(study, heartbeat.interval, beating, watch_lock):
+    with _stale_watch(study, heartbeat.interval, beating, watch_lock), _frozen_heap():
         _loop(study, func, target, lock, beating, heartbeat, callbacks, deadline, url)
+
+
+@contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Keep the objects alive before the first trial (Keras, JAX, the data: ~336,000) out of
+    every garbage collection while the worker runs.
+
+    A full collection walked all of them: 0.22 s each, 6-7 in 150 breast-cancer trials, 6% of
+    a worker's time; 0.03 s frozen (measured here). They live as long as the worker anyway; at
+    its end they are handed back to the collector, so a caller's own cyclic garbage from before
+    the run is freed then, not lost. Nested and concurrent uses share one freeze.
+    """
+    import gc
+
+    global _freezes
+    with _freeze_lock:
+        if _freezes == 0:
+            gc.collect()
+            gc.freeze()
+        _freezes += 1
+    try:
+        yield
+    finally:
+        with _freeze_lock:
+            _freezes -= 1
+            if _freezes == 0:
+                gc.unfreeze()
+
+
+_freezes = 0
+_freeze_lock = threading.Lock()
 
 
 def _loop(study: Any, func: _TrialFunction, target: int | None, lock: Any, beating: bool,

@@ -156,3 +156,24 @@ def test_a_resumed_run_loads_the_study_once_at_start_up(sqlite_url, study_name, 
     # Optuna's cache in the worker; the run's budget and the sampler's seed are counted in SQL.
     assert whole_loads == [None]
     assert handle.state_counts()["COMPLETE"] == 8
+
+
+def test_a_worker_keeps_what_lived_before_its_trials_out_of_collections(sqlite_url, study_name):
+    import gc
+    import weakref
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+    before = Cycle()
+    alive = weakref.ref(before)
+    gc.collect()
+    frozen = []
+    run_study(beale_spec(study_name, n_trials=3), storage=sqlite_url,
+              on_progress=lambda _p: frozen.append(gc.get_freeze_count()))
+    assert len(frozen) == 3 and min(frozen) > 0
+    assert gc.get_freeze_count() == 0  # handed back: the caller's garbage is freed again
+    del before
+    gc.collect()
+    assert alive() is None
