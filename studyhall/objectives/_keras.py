@@ -180,8 +180,9 @@ def new_session(seed: int) -> None:
     # free_memory=False: its gc.collect() cost 0.13-0.3 s a trial, more than a whole 20-epoch
     # training in the compiled loop; the models of a finished trial are freed by refcounting.
     k.backend.clear_session(free_memory=False)
-    global _sessions
+    global _sessions, _draws
     _sessions += 1
+    _draws = np.random.default_rng(seed)
     if _sessions % JAX_CACHE_TRIALS == 0:
         gc.collect()  # Keras models hold reference cycles; collect them now and then
         _release_freed_memory()
@@ -210,6 +211,17 @@ def new_session(seed: int) -> None:
     global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
 
 
+_draws: np.random.Generator | None = None  # this session's initial weights (``drawn_weights``)
+
+
+def drawn_weights() -> Any:
+    """A block whose new variables get initial values drawn with NumPy from the session's
+    seed (``_host_init``): no backend compile per weight shape."""
+    from studyhall.objectives._host_init import drawing
+
+    return drawing(_draws)
+
+
 def build_mlp(
     n_features: int,
     *,
@@ -223,13 +235,14 @@ def build_mlp(
 ) -> Any:
     """A plain multi-layer perceptron: ``layers`` x (Dense + Dropout), then the output layer."""
     k = keras()
-    model = k.Sequential([k.Input((n_features,))])
-    for _ in range(layers):
-        model.add(k.layers.Dense(units, activation=activation,
-                                 kernel_initializer=kernel_initializer))
-        if dropout > 0:
-            model.add(k.layers.Dropout(dropout))
-    model.add(k.layers.Dense(outputs, activation=output_activation))
+    with drawn_weights():
+        model = k.Sequential([k.Input((n_features,))])
+        for _ in range(layers):
+            model.add(k.layers.Dense(units, activation=activation,
+                                     kernel_initializer=kernel_initializer))
+            if dropout > 0:
+                model.add(k.layers.Dropout(dropout))
+        model.add(k.layers.Dense(outputs, activation=output_activation))
     return model
 
 

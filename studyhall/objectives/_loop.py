@@ -327,7 +327,10 @@ def train(
 
     x, y, x_val, y_val = data
     batch_size = min(batch_size, len(x))
-    optimizer.build(model.trainable_variables)
+    from studyhall.objectives._host_init import drawing
+
+    with drawing(None):  # its slots: zeros per weight shape, with no compile
+        optimizer.build(model.trainable_variables)
     trainable = [v.value for v in model.trainable_variables]
     opt_vars = [v.value for v in optimizer.variables]
     layout = _plain(model)
