@@ -52,7 +52,7 @@ def test_sigterm_to_run_fails_the_trial_queues_it_and_the_next_worker_resumes(
     )
     try:
         victim = wait_for(
-            lambda: running_with_steps(sqlite_url, study_name, 1), 60, "a running trial"
+            lambda: running_with_steps(sqlite_url, study_name, 0), 60, "a running trial"
         )
         proc.send_signal(signal.SIGTERM)
         code, _, err = stop(proc, 30)
@@ -117,12 +117,13 @@ def test_ctrl_c_to_a_worker_exits_130_with_one_line(sqlite_url, study_name, tmp_
     create(slow_spec(study_name, 2, steps=20), sqlite_url)
     proc = start("worker", study_name, "--storage", sqlite_url, "-q", cwd=tmp_path)
     try:
-        wait_for(lambda: running_with_steps(sqlite_url, study_name, 1), 60, "a running trial")
+        victim = wait_for(lambda: running_with_steps(sqlite_url, study_name, 0), 60,
+                          "a running trial")
         proc.send_signal(signal.SIGINT)
         code, _, err = stop(proc, 30)
     finally:
         kill_group(proc)
     assert code == 130, err
     assert len(err.strip().splitlines()) == 1
-    assert "interrupted by SIGINT; trial 0 marked FAIL and queued again" in err
+    assert f"interrupted by SIGINT; trial {victim.number} marked FAIL and queued again" in err
     assert states(sqlite_url, study_name) == {"FAIL": 1, "WAITING": 1}

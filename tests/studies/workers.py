@@ -82,9 +82,14 @@ def wait_for(predicate, timeout: float, what: str, every: float = 0.1):
 
 
 def running_with_steps(url: str, name: str, steps: int):
-    """A RUNNING trial that has reported at least ``steps`` intermediate values, or None."""
+    """A RUNNING trial that has reported at least ``steps`` intermediate values, or None.
+
+    ``steps=0``: one whose objective has started (its parameters are written just before).
+    Reports reach the database up to ``CURVE_FLUSH_S`` apart, the first one too, so a trial
+    shorter than ~2 s may be over before its steps are seen.
+    """
     for t in trials(url, name):
-        if t.state.name == "RUNNING" and len(t.intermediate_values) >= steps:
+        if t.state.name == "RUNNING" and t.params and len(t.intermediate_values) >= steps:
             return t
     return None
 
