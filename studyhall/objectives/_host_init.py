@@ -5,8 +5,7 @@ weight shape and process: a ``glorot_uniform`` kernel 55-60 ms (lowering the thr
 alone is 35-40 ms), each shape's zero bias or optimizer slot 50 ms. A search over architectures
 meets new shapes all the time: 40 ``breast-cancer-tpe`` trials spent 6 of their 18-19 s building
 models with JAX's caches warm, 38 of 102 s cold (measured here), and every worker pays again
-for every shape. Drawn with NumPy, the same
-distributions cost microseconds.
+for every shape. Drawn with NumPy, the same distributions cost microseconds.
 
 Only Keras' own initializers are drawn here (variance scaling: Glorot, He, LeCun; uniform,
 normal, truncated normal, orthogonal, zeros, ones, constant), and only when built without a
@@ -29,7 +28,7 @@ import numpy as np
 __all__ = ["drawing", "values"]
 
 _state = threading.local()  # whether this thread is in a ``drawing`` block, and its generator
-_installed: list[Any] = []
+_installed = False
 _install_lock = threading.Lock()
 
 
@@ -50,12 +49,19 @@ def drawing(rng: np.random.Generator | None) -> Iterator[None]:
 
 
 def _install() -> None:
-    """Route the backend Variable's initialisation through ``values`` inside ``drawing``."""
+    """Route the backend Variable's initialisation through ``values`` inside ``drawing``, once
+    per process (one backend per process; a Keras without this hook keeps its own drawing)."""
+    global _installed
+    if _installed:
+        return
     from studyhall.objectives._keras import keras
 
     cls = keras().Variable
     with _install_lock:
-        if cls in _installed or not hasattr(cls, "_initialize_with_initializer"):
+        if _installed:
+            return
+        _installed = True
+        if not hasattr(cls, "_initialize_with_initializer"):
             return
         original = cls._initialize_with_initializer
 
@@ -70,7 +76,6 @@ def _install() -> None:
             original(self, initializer)
 
         cls._initialize_with_initializer = _initialize_with_initializer
-        _installed.append(cls)
 
 
 def values(initializer: Any, shape: tuple[int, ...], dtype: Any,

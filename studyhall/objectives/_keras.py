@@ -14,6 +14,7 @@ import os
 import random
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,7 +176,8 @@ def _fit_loop() -> bool:
 
 
 def new_session(seed: int) -> None:
-    """Free the previous trial's graphs and models, then seed Python, NumPy and the backend."""
+    """Free the previous trial's graphs and models, then seed Python, NumPy, the backend and
+    the generator of the session's initial weights (``drawn_weights``)."""
     k = keras()
     # free_memory=False: its gc.collect() cost 0.13-0.3 s a trial, more than a whole 20-epoch
     # training in the compiled loop; the models of a finished trial are freed by refcounting.
@@ -214,7 +216,7 @@ def new_session(seed: int) -> None:
 _draws: np.random.Generator | None = None  # this session's initial weights (``drawn_weights``)
 
 
-def drawn_weights() -> Any:
+def drawn_weights() -> AbstractContextManager[None]:
     """A block whose new variables get initial values drawn with NumPy from the session's
     seed (``_host_init``): no backend compile per weight shape."""
     from studyhall.objectives._host_init import drawing

@@ -77,7 +77,8 @@ def _sampler_seed(study_seed: int, n_existing: int, worker: int | None) -> int:
 def limit_threads(threads: int) -> None:
     """Keep N workers on N cores from fighting: cap BLAS, XLA and TensorFlow thread pools.
 
-    Takes effect for libraries imported afterwards (Keras is imported by the first trial).
+    Takes effect for libraries imported afterwards (a worker imports Keras when it starts, in
+    its objective's ``prepare``).
     ``PJRT_NPROC`` sizes XLA's CPU thread pool, which otherwise takes every core whatever
     ``XLA_FLAGS`` say: 30 epochs of a 30-64-1 network used 1.6 cores, for no shorter a time.
     """
