@@ -16,11 +16,14 @@ Each lock dies with its holder: a killed worker cannot block the others.
   broken after the grace period if its holder died).
 - Redis: a ``SET NX`` lock with an expiry.
 - gRPC proxy: none available; the budget may then overshoot by up to one trial per worker.
+
+A server lock can still be lost while it is held: the connection that holds it drops (a
+restarted proxy, a killed session) or the Redis key expires. ``release`` says whether the lock
+was held without a break since ``acquire``, so the worker can count again (``worker._recount``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -40,7 +43,8 @@ LOCK_WAIT_S = 600
 class AdmissionLock(Protocol):
     def acquire(self) -> None: ...
 
-    def release(self) -> None: ...
+    def release(self) -> bool:
+        """Release the lock (if held); ``False`` if it may have been lost since ``acquire``."""
 
 
 def _key(study_name: str) -> str:
@@ -51,8 +55,8 @@ class _NoLock:
     def acquire(self) -> None:
         pass
 
-    def release(self) -> None:
-        pass
+    def release(self) -> bool:
+        return True
 
 
 class _FileLock:
@@ -67,10 +71,11 @@ class _FileLock:
         fcntl.flock(fd, fcntl.LOCK_EX)
         self.fd = fd
 
-    def release(self) -> None:
+    def release(self) -> bool:
         if self.fd is not None:
-            os.close(self.fd)  # closing drops the flock
+            os.close(self.fd)  # closing drops the flock (which nothing else can break)
             self.fd = None
+        return True
 
 
 class _SQLLock:
@@ -110,22 +115,25 @@ class _SQLLock:
             raise
         self.conn = conn
 
-    def release(self) -> None:
+    def release(self) -> bool:
         conn, self.conn = self.conn, None
         if conn is None:
-            return
+            return True
         try:
-            if self.unlock is not None:
-                conn.execute(self.unlock)
+            # The same connection, never reconnected while checked out: a commit of the lock's
+            # transaction (PostgreSQL) or RELEASE_LOCK's 1 (MySQL) proves it was held throughout.
+            held = True if self.unlock is None else conn.execute(self.unlock).scalar() == 1
             conn.commit()
             conn.close()
+            return held
         except Exception as exc:  # the connection died: the server dropped the lock with it
-            _logger.debug("admission lock released with its connection: %s", exc)
+            _logger.debug("admission lock lost with its connection: %s", exc)
             try:
                 conn.invalidate()
                 conn.close()
             except Exception:
                 pass
+            return False
 
 
 class _JournalFileLock:
@@ -141,11 +149,14 @@ class _JournalFileLock:
         self.lock.acquire()
         self.held = True
 
-    def release(self) -> None:
+    def release(self) -> bool:
         if self.held:
             self.held = False
-            with contextlib.suppress(RuntimeError):  # broken by another worker after the grace
+            try:
                 self.lock.release()
+            except RuntimeError:  # broken by another worker after the grace period
+                return False
+        return True
 
 
 class _RedisLock:
@@ -167,11 +178,14 @@ class _RedisLock:
             raise TimeoutError(f"admission lock not acquired in {LOCK_WAIT_S} s")
         self.held = True
 
-    def release(self) -> None:
+    def release(self) -> bool:
         if self.held:
             self.held = False
-            with contextlib.suppress(Exception):  # expired (held past its timeout) or Redis away
+            try:
                 self.lock.release()
+            except Exception:  # expired (held past its timeout), or Redis away: unknown
+                return False
+        return True
 
 
 def admission_lock(

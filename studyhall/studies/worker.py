@@ -103,6 +103,13 @@ class _TrialFailed(Exception):
     """An objective error that fails one trial but lets the study go on."""
 
 
+_SURPLUS = "one trial too many"
+
+
+class _Surplus(_TrialFailed):
+    """A trial started while this worker's admission lock was lost: the study had no room."""
+
+
 class _CurveOnly:
     """A multi-objective trial as objectives see it: Optuna refuses ``report`` there (no
     pruning), so per-epoch values are kept and stored as the user attribute ``curve``."""
@@ -147,7 +154,11 @@ class _TrialFunction:
         import optuna
 
         self.current = trial
-        self.on_start()  # the trial exists: other workers may count it now
+        try:
+            self.on_start()  # the trial exists: other workers may count it now
+        except _Surplus as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            raise
         if self.batching is not None:
             self.batching.defer_writes(trial._trial_id)
         # A retried trial re-runs its original exactly: same seed, same parameters.
@@ -192,6 +203,8 @@ class _FailureStreak:
         if trial.state.name != "FAIL":
             self.streak = 0
             return
+        if str(trial.user_attrs.get("fail_reason", "")).startswith(_SURPLUS):
+            return  # not the objective's failure
         self.streak += 1
         if self.streak >= MAX_FAILURE_STREAK:
             _logger.error("%d trials failed in a row; this worker stops", self.streak)
@@ -294,6 +307,34 @@ def _admit(study: Any, target: int | None, lock: Any, heartbeat: bool) -> str:
     return "wait"
 
 
+def _recount(study: Any, target: int, lock: Any) -> None:
+    """After the admission lock was lost under a new trial (its connection dropped, or it
+    expired), count again under the lock and raise ``_Surplus`` if the study is a trial over.
+
+    Another worker may have been admitted in the gap, and both filled the same last place (a
+    study of 8 ended with 9 while its sessions were being killed). This worker checks only
+    once the rival's trial exists: the rival held the lock until then. On a surplus the lock
+    stays held until the FAIL is written (``_loop`` releases it), so a third worker that lost
+    its lock too cannot count this trial as running and drop its own as well.
+    """
+    from studyhall.storage._tally import tally_trials
+
+    while True:
+        lock.acquire()
+        try:
+            counts = tally_trials(study._storage, study._study_id).counts
+        except BaseException:
+            lock.release()
+            raise
+        if counts["COMPLETE"] + counts["PRUNED"] + counts["RUNNING"] > target:
+            raise _Surplus(
+                f"{_SURPLUS}: this worker's admission lock was lost as the trial started, and "
+                f"another worker took the study's last place (of {target}); dropped before it ran"
+            )
+        if lock.release():
+            return
+
+
 @contextmanager
 def _stale_watch(study: Any, interval: float, enabled: bool, lock: Any) -> Iterator[None]:
     """While this worker runs, fail other workers' dead trials every heartbeat ``interval``.
@@ -393,7 +434,12 @@ def _work(
     )
     beating = bool(getattr(study._storage, "get_heartbeat_interval", lambda: None)())
     lock = admission_lock(storage, url, name, heartbeat.grace)
-    func = _TrialFunction(spec, on_start=lock.release, url=url, storage=storage)
+
+    def admitted() -> None:
+        if not lock.release() and target is not None:
+            _recount(study, target, lock)
+
+    func = _TrialFunction(spec, on_start=admitted, url=url, storage=storage)
     callbacks: list[Callable[[Any, Any], None]] = [_FailureStreak()] + (
         [on_trial] if on_trial else []
     )

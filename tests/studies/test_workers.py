@@ -234,6 +234,56 @@ def test_workers_started_together_never_overshoot_the_budget(sqlite_url, study_n
     assert states(sqlite_url, study_name) == {"COMPLETE": 3}
 
 
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+@pytest.mark.parametrize("rival", [True, False], ids=["rival", "no-rival"])
+def test_a_worker_that_loses_its_lock_as_a_trial_starts_counts_again(
+    backend, rival, request, study_name, monkeypatch
+):
+    """The server ends the session holding the admission lock just as the trial is created
+    (a killed session, a restarted proxy); meanwhile another worker takes the last place (a
+    study of 8 ended with 9 complete trials so). The worker finds out, counts again under
+    the lock, and drops its trial unrun if the study is full; if not, it runs it."""
+    import optuna
+
+    from studyhall.studies import worker
+    from tests.storage.test_locks import _kill_session
+
+    url = storage_for(backend, request)
+    create(beale_spec(study_name, sampler="random", n_trials=1), url)
+    real = worker.admission_lock
+    armed = []
+
+    def losing_lock(*args, **kwargs):
+        lock = real(*args, **kwargs)
+        release = lock.release
+        if not armed:  # the worker's admission lock (the stale watch's comes second)
+            armed.append(lock)
+
+            def lose_then_release() -> bool:
+                if armed and lock.conn is not None:
+                    armed.clear()
+                    _kill_session(url, lock)
+                    if rival:
+                        other = optuna.load_study(study_name=study_name, storage=url)
+                        other.tell(other.ask(), 1.0)
+                return release()
+
+            lock.release = lose_then_release
+        return lock
+
+    monkeypatch.setattr(worker, "admission_lock", losing_lock)
+    join_study(study_name, url)
+    everything = sorted(trials(url, study_name), key=lambda t: t.number)
+    assert not armed, "the lock was never lost"
+    if not rival:
+        assert [t.state.name for t in everything] == ["COMPLETE"]
+        return
+    assert [t.state.name for t in everything] == ["FAIL", "COMPLETE"]
+    dropped = everything[0]
+    assert dropped.user_attrs["fail_reason"].startswith("one trial too many")
+    assert dropped.params == {}  # dropped before anything was drawn or run
+
+
 def _keras_spec(name: str, n_trials: int) -> dict:
     """Breast-cancer MLP trials of a few seconds, reporting every epoch (a Keras trial to kill).
 
