@@ -29,6 +29,7 @@ import logging
 import os
 import pickle
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,9 @@ def load(directory: str | None, signature: str, args: Any, code: Sequence[type])
         return None
 
 
+_CACHE_SWITCH = threading.Lock()
+
+
 def compile_and_store(directory: str | None, signature: str, args: Any, code: Sequence[type],
                       jitted: Any) -> Any:
     """Compile ``jitted`` for ``args``; keep it for the next process that meets ``signature``."""
@@ -114,14 +118,15 @@ def compile_and_store(directory: str | None, signature: str, args: Any, code: Se
     from jax.experimental.compilation_cache import compilation_cache
 
     lowered = jitted.lower(*args)
-    enabled = jax.config.values["jax_enable_compilation_cache"]
-    jax.config.update("jax_enable_compilation_cache", False)
-    compilation_cache.reset_cache()  # JAX decides once whether its cache is used; ask again
-    try:
-        compiled = lowered.compile()
-    finally:
-        jax.config.update("jax_enable_compilation_cache", enabled)
-        compilation_cache.reset_cache()
+    with _CACHE_SWITCH:  # the switch is process-wide: a second thread must not flip it back
+        enabled = jax.config.values["jax_enable_compilation_cache"]
+        jax.config.update("jax_enable_compilation_cache", False)
+        compilation_cache.reset_cache()  # JAX decides once whether its cache is used; ask again
+        try:
+            compiled = lowered.compile()
+        finally:
+            jax.config.update("jax_enable_compilation_cache", enabled)
+            compilation_cache.reset_cache()
     path = _path(directory, signature, args, code)
     try:
         blob = pickle.dumps(serialize_executable.serialize(compiled))

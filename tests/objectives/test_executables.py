@@ -101,3 +101,33 @@ def test_a_change_to_a_layers_code_is_another_file(tmp_path, monkeypatch):
     source.write_text("class Layer:\n    scale = 2\n")
     module = importlib.reload(module)
     assert _executables._path(str(tmp_path), "signature", args, [module.Layer]) != first
+
+
+def test_threads_compiling_at_once_leave_jax_s_cache_switch_as_it_was(tmp_path):
+    # compile_and_store turns JAX's compile cache off around each compile: two threads
+    # interleaving save-off-restore would leave it off for the rest of the process.
+    import threading
+
+    import jax
+
+    _keras.keras()
+    before = jax.config.values["jax_enable_compilation_cache"]
+    jax.config.update("jax_enable_compilation_cache", True)
+    try:
+        start = threading.Barrier(6)
+
+        def compile_one(k: int) -> None:
+            start.wait()
+            jitted = jax.jit(lambda x: x * k + k)
+            for n in range(3):
+                _executables.compile_and_store(str(tmp_path), f"t{k}-{n}",
+                                               (np.ones(n + 1, np.float32),), (), jitted)
+
+        threads = [threading.Thread(target=compile_one, args=(k,)) for k in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert jax.config.values["jax_enable_compilation_cache"] is True
+    finally:
+        jax.config.update("jax_enable_compilation_cache", before)
