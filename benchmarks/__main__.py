@@ -166,6 +166,14 @@ def p4(rounds: int, trials: int, epochs: int) -> str:
                    f" | {cells(w, 'all_running_per_second')} | "
                    f"{median(w, 'all_running_after_s'):.2f} | "
                    f"{statistics.median(spin[w]) / statistics.median(spin[1]):.2f}x |")
+    # Each round's 2-worker run beside its own 1-worker run: the machine drifts over minutes.
+    paired = [two["trials_per_second"] / one["trials_per_second"]
+              for one, two in zip(rows[1], rows[2], strict=True)]
+    control = [b / a for a, b in zip(spin[1], spin[2], strict=True)]
+    out += ["", "Round by round, 2 workers vs 1: " + ", ".join(f"{x:.2f}x" for x in paired)
+            + f" (median {statistics.median(paired):.2f}x); the CPU-bound loop, 2 processes vs"
+            " 1: " + ", ".join(f"{x:.2f}x" for x in control)
+            + f" (median {statistics.median(control):.2f}x)."]
     return "\n".join(out)
 
 
