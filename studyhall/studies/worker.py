@@ -458,14 +458,16 @@ def _frozen_heap() -> Iterator[None]:
     A full collection walked all of them: 0.22 s each, 6-7 in 150 breast-cancer trials, 6% of
     a worker's time; 0.03 s frozen (measured here). They live as long as the worker anyway; at
     its end they are handed back to the collector, so a caller's own cyclic garbage from before
-    the run is freed then, not lost. Nested and concurrent uses share one freeze.
+    the run is freed then, not lost. Nested and concurrent uses share one freeze. Only the young
+    generations are collected first: a full collection right after Keras' import freed 23
+    objects in 0.14 s, paid again by every ``run_study`` of a process that resumes its study.
     """
     import gc
 
     global _freezes
     with _freeze_lock:
         if _freezes == 0:
-            gc.collect()
+            gc.collect(1)
             gc.freeze()
         _freezes += 1
     try:
