@@ -276,21 +276,26 @@ def _load(storage: Any, name: str, url: StorageURL) -> StudySpec:
     return spec
 
 
+def _locked_counts(study: Any, lock: Any) -> dict[str, int]:
+    """Take ``lock``, then count the study's trials by state (the lock stays held)."""
+    from studyhall.storage._tally import tally_trials
+
+    lock.acquire()
+    try:
+        # Counted by the database (one query), not by loading every trial of the study.
+        return tally_trials(study._storage, study._study_id).counts
+    except BaseException:
+        lock.release()
+        raise
+
+
 def _admit(study: Any, target: int | None, lock: Any, heartbeat: bool) -> str:
     """``go`` (lock held until the trial exists), ``wait`` or ``done``."""
     from optuna.storages import fail_stale_trials
 
-    from studyhall.storage._tally import tally_trials
-
     if target is None:
         return "go"
-    lock.acquire()
-    try:
-        # Counted by the database (one query), not by loading every trial of the study.
-        counts = tally_trials(study._storage, study._study_id).counts
-    except BaseException:
-        lock.release()
-        raise
+    counts = _locked_counts(study, lock)
     running = counts["RUNNING"]
     finished = counts["COMPLETE"] + counts["PRUNED"]
     if finished + running < target:
@@ -317,15 +322,8 @@ def _recount(study: Any, target: int, lock: Any) -> None:
     stays held until the FAIL is written (``_loop`` releases it), so a third worker that lost
     its lock too cannot count this trial as running and drop its own as well.
     """
-    from studyhall.storage._tally import tally_trials
-
     while True:
-        lock.acquire()
-        try:
-            counts = tally_trials(study._storage, study._study_id).counts
-        except BaseException:
-            lock.release()
-            raise
+        counts = _locked_counts(study, lock)
         if counts["COMPLETE"] + counts["PRUNED"] + counts["RUNNING"] > target:
             raise _Surplus(
                 f"{_SURPLUS}: this worker's admission lock was lost as the trial started, and "
