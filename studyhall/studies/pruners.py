@@ -2,11 +2,17 @@
 
 ``patient`` wraps another pruner, given by name like the top-level one:
 ``{name: patient, patience: 3, wrapped_pruner: median}``.
+
+``median`` and ``percentile`` are Optuna's, reading the study's complete trials once per trial
+and then at most every ``READ_EVERY_S`` instead of at every report (``_KeptComplete``).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+import math
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,13 +25,61 @@ PRUNERS: tuple[str, ...] = (
 """Pruner names a spec may use, in the order error messages list them."""
 
 
+READ_EVERY_S = 1.0
+"""Longest a running trial's pruner goes without seeing other workers' newly complete trials."""
+
+
+class _KeptComplete:
+    """The study as a percentile pruner sees it: its complete trials are read when a trial
+    first asks, then again only after ``READ_EVERY_S``.
+
+    Optuna's median pruner reads them at every report: a query for new trial ids each time
+    (1.4 ms here), 30 per 30-epoch trial, a quarter of a resumed TPE search's time outside
+    training. Within one worker the list cannot change while its trial runs, so one worker's
+    decisions are exactly Optuna's; other workers' trials are seen at most a second late.
+    """
+
+    def __init__(self, study: Any, trial_id: int, kept: dict[Any, Any]) -> None:
+        self._study, self._trial_id, self._kept = study, trial_id, kept
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> Any:
+        from optuna.trial import TrialState
+
+        if deepcopy or tuple(states or ()) != (TrialState.COMPLETE,):
+            return self._study.get_trials(deepcopy=deepcopy, states=states)
+        now = time.monotonic()
+        key = self._study._study_id
+        trial_id, at, trials = self._kept.get(key, (None, -math.inf, None))
+        if trial_id != self._trial_id or now - at >= READ_EVERY_S:
+            trials = self._study.get_trials(deepcopy=False, states=states)
+            self._kept[key] = (self._trial_id, now, trials)
+        return trials
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+
+@functools.cache
+def _keeping(base: type) -> type:
+    """``base`` (a percentile pruner) reading complete trials through ``_KeptComplete``."""
+
+    class Keeping(base):
+        def prune(self, study: Any, trial: Any) -> bool:
+            kept = self.__dict__.setdefault("_studyhall_kept", {})
+            return bool(super().prune(_KeptComplete(study, trial._trial_id, kept), trial))
+
+    Keeping.__name__ = Keeping.__qualname__ = base.__name__
+    Keeping.__module__ = __name__
+    return Keeping
+
+
 def _classes() -> dict[str, Callable[..., Any]]:
     import optuna.pruners as p
 
     return {
         "none": p.NopPruner,
-        "median": p.MedianPruner,
-        "percentile": p.PercentilePruner,
+        "median": _keeping(p.MedianPruner),
+        "percentile": _keeping(p.PercentilePruner),
         "successive_halving": p.SuccessiveHalvingPruner,
         "hyperband": p.HyperbandPruner,
         "threshold": p.ThresholdPruner,

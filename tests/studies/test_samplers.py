@@ -81,6 +81,50 @@ def test_a_patient_pruner_wraps_a_configured_pruner():
     assert isinstance(pruner._wrapped_pruner, optuna.pruners.PercentilePruner)
 
 
+@pytest.mark.parametrize("name", ["median", "percentile"])
+def test_median_and_percentile_read_the_complete_trials_once_a_trial_and_decide_as_optuna(
+    name, monkeypatch
+):
+    import random
+
+    from studyhall.studies import pruners
+
+    options = {"n_startup_trials": 2, "n_warmup_steps": 1}
+    if name == "percentile":
+        options["percentile"] = 30.0
+    ours = build_pruner(name, options)
+    theirs = {"median": optuna.pruners.MedianPruner,
+              "percentile": optuna.pruners.PercentilePruner}[name](**options)
+    assert isinstance(ours, type(theirs))
+    study = optuna.create_study(direction="maximize")
+    rng = random.Random(0)
+    reads: list = []
+    real = study.get_trials
+    monkeypatch.setattr(study, "get_trials", lambda *a, **k: reads.append(1) or real(*a, **k))
+    pruned = 0
+    for t in range(12):
+        trial = study.ask()
+        before = len(reads)
+        for step in range(10):
+            trial.report(rng.random(), step)
+            frozen = study._storage.get_trial(trial._trial_id)
+            mine = ours.prune(study, frozen)
+            reads_of_ours = len(reads)
+            assert mine == theirs.prune(study, frozen), (t, step)
+            del reads[reads_of_ours:]  # Optuna's own reads are not counted
+            pruned += mine
+        assert len(reads) - before == 1  # one read a trial, not one per report
+        study.tell(trial, rng.random())  # complete: the next trial's first read includes it
+    assert pruned > 0  # the comparison covered decisions to prune, not only to go on
+    monkeypatch.setattr(pruners, "READ_EVERY_S", 0.0)  # other workers' trials: read again
+    trial = study.ask()
+    before = len(reads)
+    for step in range(3):
+        trial.report(rng.random(), step)
+        ours.prune(study, study._storage.get_trial(trial._trial_id))
+    assert len(reads) - before == 3
+
+
 def test_a_resumed_grid_study_completes_the_grid_without_repeats(sqlite_url, study_name):
     run_study(beale_spec(study_name, sampler="grid", n_trials=20), storage=sqlite_url)
     handle = run_study(beale_spec(study_name, sampler="grid", n_trials=1000), storage=sqlite_url)
