@@ -39,20 +39,19 @@ class _KeptComplete:
     decisions are exactly Optuna's; other workers' trials are seen at most a second late.
     """
 
-    def __init__(self, study: Any, trial_id: int, kept: dict[Any, Any]) -> None:
-        self._study, self._trial_id, self._kept = study, trial_id, kept
+    def __init__(self, study: Any, trial_id: int, pruner: Any) -> None:
+        self._study, self._trial_id, self._pruner = study, trial_id, pruner
 
     def get_trials(self, deepcopy: bool = True, states: Any = None) -> Any:
         from optuna.trial import TrialState
 
         if deepcopy or tuple(states or ()) != (TrialState.COMPLETE,):
             return self._study.get_trials(deepcopy=deepcopy, states=states)
-        now = time.monotonic()
-        key = self._study._study_id
-        trial_id, at, trials = self._kept.get(key, (None, -math.inf, None))
-        if trial_id != self._trial_id or now - at >= READ_EVERY_S:
+        now, key = time.monotonic(), (self._study._study_id, self._trial_id)
+        kept_key, at, trials = self._pruner.__dict__.get("_studyhall_kept", (None, -math.inf, None))
+        if kept_key != key or now - at >= READ_EVERY_S:
             trials = self._study.get_trials(deepcopy=False, states=states)
-            self._kept[key] = (self._trial_id, now, trials)
+            self._pruner._studyhall_kept = (key, now, trials)
         return trials
 
     def __getattr__(self, name: str) -> Any:
@@ -65,8 +64,7 @@ def _keeping(base: type) -> type:
 
     class Keeping(base):
         def prune(self, study: Any, trial: Any) -> bool:
-            kept = self.__dict__.setdefault("_studyhall_kept", {})
-            return bool(super().prune(_KeptComplete(study, trial._trial_id, kept), trial))
+            return bool(super().prune(_KeptComplete(study, trial._trial_id, self), trial))
 
     Keeping.__name__ = Keeping.__qualname__ = base.__name__
     Keeping.__module__ = __name__
