@@ -24,11 +24,18 @@ def always_fails(trial, params):
 
 
 def slow_steps(trial, params):
-    """Sleeps ``step_s`` per step for ``steps`` steps, reporting each: a trial to kill halfway."""
+    """Sleeps ``step_s`` per step for ``steps`` steps, reporting each: a trial to kill halfway.
+
+    Trial 0 sleeps ``first_step_s`` per step if given: a test that kills it once it has seen two
+    of its reports (written up to a second apart) must not find it finished by then.
+    """
     import time
 
     value = float(params["a"])
+    step_s = float(params.get("step_s", 0.1))
+    if trial.number == 0:
+        step_s = float(params.get("first_step_s", step_s))
     for step in range(int(params.get("steps", 10))):
-        time.sleep(float(params.get("step_s", 0.1)))
+        time.sleep(step_s)
         trial.report(value + step, step)
     return value

@@ -99,7 +99,9 @@ def test_a_killed_worker_s_trial_is_retried_through_the_proxy(proxy, study_name,
     from tests.studies.workers import create, running_with_steps, slow_spec, trials
 
     url, db = proxy
-    create(slow_spec(study_name, 4, steps=20), db)  # 2 s: reports reach the database 1 s apart
+    # Reports reach the database 1 s apart; the victim (trial 0) lasts 8 s so that it is still
+    # running when killed (see tests/studies/test_workers.py).
+    create(slow_spec(study_name, 4, steps=20, first_step_s=0.4), db)
     args = ["worker", study_name, "--storage", url, "--heartbeat", "1", "--grace", "3", "-q"]
     a = start(*args, cwd=tmp_path)
     b = None

@@ -74,8 +74,10 @@ def test_a_killed_worker_s_trial_fails_within_the_grace_period_and_is_retried(
 ):
     n, grace = 5, 3
     # 2 s trials: SQL storages write a running trial's curve at most 1 s apart (``_mirror.py``),
-    # so a 0.8 s trial never showed two steps while it ran.
-    create(slow_spec(study_name, n, steps=20), storage_url)
+    # so a 0.8 s trial never showed two steps while it ran. The victim (trial 0) lasts 8 s: seen
+    # at its second write, a 2 s trial had ~0.9 s left, and on a loaded CI machine it finished
+    # before the kill (never FAIL: a 60 s timeout).
+    create(slow_spec(study_name, n, steps=20, first_step_s=0.4), storage_url)
     args = [
         "worker",
         study_name,

@@ -18,11 +18,16 @@ ROOT = Path(__file__).resolve().parents[2]
 SLOW = "tests.objectives.helpers:slow_steps"
 
 
-def slow_spec(name: str, n_trials: int, steps: int = 8, step_s: float = 0.1) -> dict:
-    """A random-sampler study whose trials take ``steps * step_s`` seconds, reporting each step."""
+def slow_spec(name: str, n_trials: int, steps: int = 8, step_s: float = 0.1,
+              first_step_s: float | None = None) -> dict:
+    """A random-sampler study whose trials take ``steps * step_s`` seconds, reporting each step
+    (trial 0 ``steps * first_step_s``, if given)."""
+    objective: dict = {"name": SLOW, "steps": steps, "step_s": step_s}
+    if first_step_s is not None:
+        objective["first_step_s"] = first_step_s
     return {
         "name": name,
-        "objective": {"name": SLOW, "steps": steps, "step_s": step_s},
+        "objective": objective,
         "space": {"a": {"low": 0.0, "high": 1.0}},
         "sampler": "random",
         "n_trials": n_trials,
