@@ -34,7 +34,9 @@ def _running(url: str, name: str, n: int) -> bool:
 
 def _spec_file(tmp_path, name: str, n: int) -> str:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(slow_spec(name, n, steps=20, step_s=0.1)))
+    # Trial 0 lasts 8 s, the others 2 s: the signal must find it still running however late
+    # the test sees it start (the other worker's start-up, a loaded machine).
+    path.write_text(yaml.safe_dump(slow_spec(name, n, steps=20, step_s=0.1, first_step_s=0.4)))
     return str(path)
 
 
@@ -114,7 +116,7 @@ def test_a_signal_to_run_with_two_workers_stops_both_and_leaves_nothing_running(
 
 
 def test_ctrl_c_to_a_worker_exits_130_with_one_line(sqlite_url, study_name, tmp_path):
-    create(slow_spec(study_name, 2, steps=20), sqlite_url)
+    create(slow_spec(study_name, 2, steps=20, first_step_s=0.4), sqlite_url)
     proc = start("worker", study_name, "--storage", sqlite_url, "-q", cwd=tmp_path)
     try:
         victim = wait_for(lambda: running_with_steps(sqlite_url, study_name, 0), 60,
