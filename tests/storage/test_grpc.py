@@ -106,7 +106,8 @@ def test_a_killed_worker_s_trial_is_retried_through_the_proxy(proxy, study_name,
     a = start(*args, cwd=tmp_path)
     b = None
     try:
-        victim = wait_for(lambda: running_with_steps(db, study_name, 2), 60, "a trial half-way")
+        victim = wait_for(lambda: running_with_steps(db, study_name, 2), 60, "a trial half-way",
+                          proc=a)
         b = start(*args, cwd=tmp_path)
         os.kill(a.pid, signal.SIGKILL)
         code, _, err = stop(b, 120)

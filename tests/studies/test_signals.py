@@ -54,7 +54,7 @@ def test_sigterm_to_run_fails_the_trial_queues_it_and_the_next_worker_resumes(
     )
     try:
         victim = wait_for(
-            lambda: running_with_steps(sqlite_url, study_name, 0), 60, "a running trial"
+            lambda: running_with_steps(sqlite_url, study_name, 0), 60, "a running trial", proc=proc
         )
         proc.send_signal(signal.SIGTERM)
         code, _, err = stop(proc, 30)
@@ -91,7 +91,8 @@ def test_a_signal_to_run_with_two_workers_stops_both_and_leaves_nothing_running(
         "run", spec, "--storage", sqlite_url, "--workers", "2", "-q", *FAST_BEAT, cwd=tmp_path
     )
     try:
-        wait_for(lambda: _running(sqlite_url, study_name, 2), 90, "both workers in a trial")
+        wait_for(lambda: _running(sqlite_url, study_name, 2), 90, "both workers in a trial",
+                 proc=proc)
         if signum == signal.SIGINT:
             os.killpg(proc.pid, signum)  # a terminal's Ctrl-C reaches the whole group
         else:
@@ -120,7 +121,7 @@ def test_ctrl_c_to_a_worker_exits_130_with_one_line(sqlite_url, study_name, tmp_
     proc = start("worker", study_name, "--storage", sqlite_url, "-q", cwd=tmp_path)
     try:
         victim = wait_for(lambda: running_with_steps(sqlite_url, study_name, 0), 60,
-                          "a running trial")
+                          "a running trial", proc=proc)
         proc.send_signal(signal.SIGINT)
         code, _, err = stop(proc, 30)
     finally:

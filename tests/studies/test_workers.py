@@ -93,7 +93,7 @@ def test_a_killed_worker_s_trial_fails_within_the_grace_period_and_is_retried(
     b = None
     try:
         victim = wait_for(
-            lambda: running_with_steps(storage_url, study_name, 2), 60, "a trial half-way"
+            lambda: running_with_steps(storage_url, study_name, 2), 60, "a trial half-way", proc=a
         )
         b = start(*args, cwd=tmp_path)
         os.kill(a.pid, signal.SIGKILL)
@@ -105,6 +105,7 @@ def test_a_killed_worker_s_trial_fails_within_the_grace_period_and_is_retried(
             ),
             60,
             "the dead trial to fail",
+            proc=b,
         )
         recovery = time.monotonic() - killed
         code, _, err = stop(b, 120)

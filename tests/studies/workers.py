@@ -75,15 +75,27 @@ def states(url: str, name: str) -> dict[str, int]:
     return out
 
 
-def wait_for(predicate, timeout: float, what: str, every: float = 0.1):
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+def wait_for(predicate, timeout: float, what: str, every: float = 0.1,
+             proc: subprocess.Popen | None = None):
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``,
+    or as soon as ``proc`` (the process that should make it true) has ended, with its stderr."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
+        if proc is not None and proc.poll() is not None:
+            _, err = proc.communicate()
+            raise AssertionError(
+                f"the process ended (exit code {proc.returncode}) before {what}: {err[-3000:]}"
+            )
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    detail = ""
+    if proc is not None:  # still running: what it said so far helps more than the timeout
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        detail = f"; the process's stderr: {err[-3000:]}"
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}{detail}")
 
 
 def running_with_steps(url: str, name: str, steps: int):
