@@ -199,10 +199,15 @@ def search_grid(epochs: int, seed: int, workdir: str) -> dict[str, Any]:
     return {"seconds": elapsed, "best": handle.best_trial.value, "trials": 216}
 
 
+class _Reached(Exception):
+    """Raised from ``on_progress`` to end a run once its best trial reaches the target."""
+
+
 def search_tpe(epochs: int, seed: int, workdir: str, target: float) -> dict[str, Any]:
     """P3: TPE + median pruning on the same space until it reaches ``target`` (or 216 trials).
 
-    The study is resumed 4 trials at a time, so the run stops at the first check past target.
+    One run, ended from ``on_progress`` right after the first trial that reaches the target
+    (the trial is stored by then: the exception only stops the worker's loop).
     """
     import studyhall
 
@@ -210,13 +215,21 @@ def search_tpe(epochs: int, seed: int, workdir: str, target: float) -> dict[str,
     _data()
     spec = _grid_spec(epochs, {"name": "tpe", "n_startup_trials": 8},
                       {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 5}, seed)
+    seen: list[studyhall.Progress] = []
+
+    def on_progress(progress: studyhall.Progress) -> None:
+        seen.append(progress)
+        if (progress.best_value or 0.0) >= target:
+            raise _Reached
+
     start = time.perf_counter()
-    best, n = 0.0, 0
-    while best < target and n < 216:
-        n += 4
-        handle = studyhall.run_study(spec, n_trials=n, storage=f"sqlite:///{workdir}/tpe.db")
-        best = handle.best_trial.value if handle.best_trial else 0.0
-    return {"seconds": time.perf_counter() - start, "best": best, "trials": n}
+    try:
+        studyhall.run_study(spec, n_trials=216, storage=f"sqlite:///{workdir}/tpe.db",
+                            on_progress=on_progress)
+    except _Reached:
+        pass
+    return {"seconds": time.perf_counter() - start, "best": seen[-1].best_value or 0.0,
+            "trials": seen[-1].finished}
 
 
 def throughput(workers: int, trials: int, epochs: int, workdir: str) -> dict[str, Any]:
