@@ -223,11 +223,9 @@ def search_tpe(epochs: int, seed: int, workdir: str, target: float) -> dict[str,
             raise _Reached
 
     start = time.perf_counter()
-    try:
+    with contextlib.suppress(_Reached):
         studyhall.run_study(spec, n_trials=216, storage=f"sqlite:///{workdir}/tpe.db",
                             on_progress=on_progress)
-    except _Reached:
-        pass
     return {"seconds": time.perf_counter() - start, "best": seen[-1].best_value or 0.0,
             "trials": seen[-1].finished}
 

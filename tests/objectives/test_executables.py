@@ -47,6 +47,17 @@ def test_another_shape_or_batch_size_is_another_file(epoch_store):
     assert len(list(epoch_store.glob("*.pickle"))) == 2
 
 
+def test_a_shape_stored_without_dropout_serves_the_same_shape_with_dropout(epoch_store,
+                                                                             monkeypatch):
+    # A rate of 0 builds no Dropout layer; one compiled epoch serves every rate (test_loop.py),
+    # so one file must too, whichever model met the shape first.
+    _train(units=5, dropout=0.0)
+    _loop._CACHE.clear()
+    _refuse_compiles(monkeypatch)
+    _train(units=5, dropout=0.3)
+    assert len(list(epoch_store.glob("*.pickle"))) == 1
+
+
 def test_an_unreadable_file_is_compiled_again_and_replaced(epoch_store, monkeypatch):
     losses = _train(units=5)[0]
     (path,) = epoch_store.glob("*.pickle")
