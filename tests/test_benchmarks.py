@@ -1,8 +1,9 @@
 """Smoke tests: the benchmark command runs, with a tiny budget.
 
-The run of every contender (Keras and KerasTuner on TensorFlow and JAX, worker processes, the
-10,000-trial study's report, at toy sizes) takes 2-3 minutes of fresh processes: it is marked
-``long``, left out of the default run and run by CI after it (``.ci/run``).
+The run of every contender (Keras and KerasTuner on TensorFlow and JAX, the grid and TPE of P3,
+worker processes, the 10,000-trial study's report, at toy sizes) takes 3-4 minutes of fresh
+processes: it is marked ``long``, left out of the default run and run by CI after it
+(``.ci/run``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def test_the_benchmark_command_prints_a_table_of_contenders_and_ratios():
 @pytest.mark.long
 def test_the_benchmark_command_runs_every_contender_with_a_tiny_budget():
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "p1,p2,p4,p5,p7", "--rounds", "1", "--trials", "1",
+        [sys.executable, "-m", "benchmarks", "p1,p2,p3,p4,p5,p7", "--rounds", "1", "--trials", "1",
          "--epochs", "1", "--noop-trials", "5", "--p2-backends", "sqlite", "--p4-trials", "4",
          "--p5-trials", "3", "--p7-sizes", "5,20"],
         capture_output=True, text=True, cwd=ROOT, timeout=600,
@@ -42,5 +43,6 @@ def test_the_benchmark_command_runs_every_contender_with_a_tiny_budget():
                       "optuna-default"):
         assert f"| {contender} |" in out
     assert "### P1:" in out and "### P2: no-op trial on sqlite" in out
+    assert "| grid (216 configs) | cold |" in out and "| warm |" in out
     assert "| 2 |" in out and "### P5:" in out and "no-op ms at 20" in out
     assert "| studyhall worker loop |" in out and "`studyhall report`" in out
