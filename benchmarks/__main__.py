@@ -110,8 +110,7 @@ def p3(rounds: int, epochs: int) -> str:
 
     Each contender runs twice on a compile cache of its own: cold (empty, as on a new machine)
     and warm (what it compiled the first time). A shared cache favoured whoever ran later: the
-    grid's cold run compiled epochs that the TPE runs then loaded (not all: with a pruner an
-    epoch reports its loss, so its program differs from the grid's).
+    TPE runs loaded the epochs that the grid's cold run had compiled.
     """
     def twice(args: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         with tempfile.TemporaryDirectory(prefix="studyhall-bench-p3-") as cache:

@@ -145,28 +145,29 @@ def _create(url: StorageURL, heartbeat: Heartbeat | None, optuna_kwargs: dict[st
     Optuna checks for each table and then creates it: processes opening a new database at the
     same moment (workers started together, a ``show`` next to the first ``run``) raced, and
     all but one failed on "table ... already exists" or a duplicate version row (measured: 4
-    processes on a fresh SQLite, PostgreSQL or MariaDB database, 1-3 of them in every try). The
-    loser tries again: by then the tables it lost on exist, and Optuna skips them.
+    processes on a fresh SQLite, PostgreSQL or MariaDB database, 1-4 of them in most tries).
+    A loser tries again: by then the tables it lost on exist, and Optuna skips them.
     """
     import random
     import time
 
     import sqlalchemy
 
-    for attempt in range(SCHEMA_RACE_TRIES):
+    tries = 1
+    while True:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # heartbeat_interval is "experimental" since 2.9
                 return _storage_class()(url.url, engine_kwargs=_engine_kwargs(url),
                                         **heartbeat_kwargs(heartbeat), **optuna_kwargs)
         except sqlalchemy.exc.DatabaseError as exc:
-            if attempt + 1 == SCHEMA_RACE_TRIES or not any(
+            if tries == SCHEMA_RACE_TRIES or not any(
                     word in _reason(exc).lower() for word in _SCHEMA_RACE):
                 raise
             _logger.debug("another process is creating the tables of %s (%s); again",
                           url.masked, _reason(exc))
+            tries += 1
             time.sleep(random.uniform(0.02, 0.1))
-    raise AssertionError("unreachable")
 
 
 def open_rdb_storage(
