@@ -133,3 +133,22 @@ def storage_for(backend: str, request) -> str:
 
         request.addfinalizer(drop)
     return url
+
+
+def kill_session(url: str, lock) -> None:
+    """End the server session that holds ``lock`` (what a restarted proxy or DBA does)."""
+    import sqlalchemy
+
+    from studyhall.storage import parse_url
+
+    sql = parse_url(url).backend == "postgresql"
+    own = lock.conn.execute(sqlalchemy.text(
+        "SELECT pg_backend_pid()" if sql else "SELECT CONNECTION_ID()")).scalar()
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as con:
+            con.execute(sqlalchemy.text(
+                f"SELECT pg_terminate_backend({int(own)})" if sql else f"KILL {int(own)}"))
+            con.commit()
+    finally:
+        engine.dispose()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from studyhall.storage import admission_lock, open_storage, parse_url
-from tests.conftest import storage_for
+from tests.conftest import kill_session, storage_for
 
 
 def _lock(url: str, name: str, grace: int = 30):
@@ -44,29 +44,12 @@ def test_the_lock_keeps_a_second_worker_out_until_it_is_released(backend, reques
     assert lock.release() is True  # not held: nothing to lose
 
 
-def _kill_session(url: str, lock) -> None:
-    """End the server session that holds ``lock`` (what a restarted proxy or DBA does)."""
-    import sqlalchemy
-
-    sql = parse_url(url).backend == "postgresql"
-    own = lock.conn.execute(sqlalchemy.text(
-        "SELECT pg_backend_pid()" if sql else "SELECT CONNECTION_ID()")).scalar()
-    engine = sqlalchemy.create_engine(url)
-    try:
-        with engine.connect() as con:
-            con.execute(sqlalchemy.text(
-                f"SELECT pg_terminate_backend({int(own)})" if sql else f"KILL {int(own)}"))
-            con.commit()
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.parametrize("backend", ["postgresql", "mysql"])
 def test_a_lock_lost_with_its_connection_says_so_on_release(backend, request, study_name):
     url = storage_for(backend, request)
     lock = _lock(url, study_name)
     lock.acquire()
-    _kill_session(url, lock)
+    kill_session(url, lock)
     got, thread = _second_holder(url, study_name)
     assert got.wait(10), "the server kept the lock of a dead session"
     thread.join(10)

@@ -10,7 +10,7 @@ import pytest
 
 from studyhall import SpecError, StudyNotFoundError, join_study, run_study
 from studyhall.cli import main
-from tests.conftest import beale_spec, storage_for
+from tests.conftest import beale_spec, kill_session, storage_for
 from tests.studies.workers import (
     create,
     kill_group,
@@ -249,7 +249,6 @@ def test_a_worker_that_loses_its_lock_as_a_trial_starts_counts_again(
     import optuna
 
     from studyhall.studies import worker
-    from tests.storage.test_locks import _kill_session
 
     url = storage_for(backend, request)
     create(beale_spec(study_name, sampler="random", n_trials=1), url)
@@ -265,7 +264,7 @@ def test_a_worker_that_loses_its_lock_as_a_trial_starts_counts_again(
             def lose_then_release() -> bool:
                 if armed and lock.conn is not None:
                     armed.clear()
-                    _kill_session(url, lock)
+                    kill_session(url, lock)
                     if rival:
                         other = optuna.load_study(study_name=study_name, storage=url)
                         other.tell(other.ask(), 1.0)
