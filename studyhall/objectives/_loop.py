@@ -354,7 +354,7 @@ def train(
         # The classes whose code the epoch runs. The own forward pass runs no layer's: the
         # layers listed would make the file depend on whether the first model of a shape had
         # a Dropout (a rate of 0 builds none), and a worker whose first trial had one missed
-        # the file of a process whose first trial had none (6 of 15 shapes in P3's runs).
+        # the file of a process whose first trial had none (6 of 15 files in P3's runs).
         layers = [] if layout is not None else [type(layer) for layer in model.layers]
         code = layers + [type(optimizer), type(getattr(optimizer, "_learning_rate", None))]
         fn = _executables.load(jax_cache_dir(), key, args, code)

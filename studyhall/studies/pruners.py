@@ -48,7 +48,7 @@ class _KeptComplete:
         if deepcopy or tuple(states or ()) != (TrialState.COMPLETE,):
             return self._study.get_trials(deepcopy=deepcopy, states=states)
         now, key = time.monotonic(), (self._study._study_id, self._trial_id)
-        kept_key, at, trials = self._pruner.__dict__.get("_studyhall_kept", (None, -math.inf, None))
+        kept_key, at, trials = self._pruner._studyhall_kept
         if kept_key != key or now - at >= READ_EVERY_S:
             trials = self._study.get_trials(deepcopy=False, states=states)
             self._pruner._studyhall_kept = (key, now, trials)
@@ -63,6 +63,9 @@ def _keeping(base: type) -> type:
     """``base`` (a percentile pruner) reading complete trials through ``_KeptComplete``."""
 
     class Keeping(base):
+        # (study id, trial id), when read, the complete trials: ``_KeptComplete`` sets it.
+        _studyhall_kept: tuple[Any, float, Any] = (None, -math.inf, None)
+
         def prune(self, study: Any, trial: Any) -> bool:
             return bool(super().prune(_KeptComplete(study, trial._trial_id, self), trial))
 

@@ -99,11 +99,9 @@ def new_database(request, tmp_path, study_name):
         yield sqlalchemy.engine.make_url(server).set(database=name).render_as_string(
             hide_password=False)
     finally:
+        force = " WITH (FORCE)" if backend == "postgresql" else ""  # a session left behind
         with admin.connect() as con:
-            if backend == "postgresql":
-                con.execute(sqlalchemy.text(f"DROP DATABASE {name} WITH (FORCE)"))
-            else:
-                con.execute(sqlalchemy.text(f"DROP DATABASE {name}"))
+            con.execute(sqlalchemy.text(f"DROP DATABASE {name}{force}"))
         admin.dispose()
 
 

@@ -78,7 +78,8 @@ def states(url: str, name: str) -> dict[str, int]:
 def wait_for(predicate, timeout: float, what: str, every: float = 0.1,
              proc: subprocess.Popen | None = None):
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``,
-    or as soon as ``proc`` (the process that should make it true) has ended, with its stderr."""
+    or as soon as ``proc`` (the process that should make it true) has ended, with its stderr
+    (on a timeout ``proc``'s group is killed first, so that its stderr can be read)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
