@@ -81,10 +81,12 @@ def _storage_class() -> type:
     from optuna.storages import RDBStorage
 
     from studyhall.storage._mirror import OwnTrialsMirror
+    from studyhall.storage._writes import OneStatementWrites
 
-    class HeartbeatRDBStorage(OwnTrialsMirror, RDBStorage):
+    class HeartbeatRDBStorage(OwnTrialsMirror, OneStatementWrites, RDBStorage):
         """RDBStorage whose heartbeat thread survives a lost connection, that judges trials that
-        never beat, and that never reads back the trials it runs (see ``_mirror.py``)."""
+        never beat, that never reads back the trials it runs (see ``_mirror.py``) and that
+        writes a parameter or attribute in one statement (``_writes.py``)."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
