@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
+
+import pytest
+
+from studyhall.objectives._keras import _collector_paused
 
 
 def test_keras_plotting_modules_load_on_first_use_and_then_work():
@@ -12,6 +17,7 @@ def test_keras_plotting_modules_load_on_first_use_and_then_work():
         "import sys; from studyhall.objectives._keras import _LazyFinder, keras; keras(); "
         "print('LAZY', type(sys.modules['matplotlib.pyplot']).__name__); "
         "print('FINDERS', sum(isinstance(f, _LazyFinder) for f in sys.meta_path)); "
+        "import gc; print('COLLECTOR', gc.isenabled()); "
         "from keras.src.visualization import plot_image_gallery as gallery; "
         "import matplotlib.pyplot as plt; fig, ax = plt.subplots(); "
         "print('USED', type(fig).__name__, type(gallery.plt.gcf()).__name__, "
@@ -22,4 +28,18 @@ def test_keras_plotting_modules_load_on_first_use_and_then_work():
     out = result.stdout
     assert "LAZY _LazyModule" in out, out + result.stderr
     assert "FINDERS 0" in out  # gone once Keras is in: later imports are plain ones
+    assert "COLLECTOR True" in out  # paused for the import only
     assert "USED Figure Figure module" in out, out + result.stderr
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_collector_is_paused_inside_and_left_as_it_was(enabled):
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        with pytest.raises(ZeroDivisionError), _collector_paused():
+            assert not gc.isenabled()
+            1 / 0  # noqa: B018 - an import that fails
+        assert gc.isenabled() == enabled
+    finally:
+        (gc.enable if was else gc.disable)()
