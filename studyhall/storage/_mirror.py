@@ -39,6 +39,7 @@ from optuna.trial import TrialState
 
 from studyhall.storage._pool import read_connection
 from studyhall.storage._trials import load_study_trials, load_trials_by_id
+from studyhall.storage._writes import attr_row, param_row, upsert
 
 __all__ = ["OwnTrialsMirror"]
 
@@ -227,14 +228,7 @@ class OwnTrialsMirror:
             with _create_scoped_session(self.scoped_session, True) as session:  # type: ignore[attr-defined]
                 trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
                 self.check_trial_is_updatable(trial_id, trial.state)  # type: ignore[attr-defined]
-                for name, (value, dist, previous) in pending.params.items():
-                    self._set_trial_param_without_commit(  # type: ignore[attr-defined]
-                        session, trial_id, name, value, dist, previous)
-                for key, attr in pending.user_attrs.items():
-                    self._set_trial_attr_without_commit(  # type: ignore[attr-defined]
-                        session, models.TrialUserAttributeModel, trial_id, key, attr)
-                if pending.curve:
-                    self._add_curve(session, trial_id, pending.curve)
+                self._add_rows(session, trial_id, pending)
         except Exception as exc:
             from studyhall.storage import is_transient
 
@@ -242,6 +236,32 @@ class OwnTrialsMirror:
                 with self._pending_lock:
                     self._pending[trial_id] = pending.merge_under(self._pending.get(trial_id))
             raise  # anything else is dropped, as one write would be, so FAIL can be written
+
+    def _add_rows(self, session: Any, trial_id: int, pending: _Pending) -> None:
+        """``pending``'s rows, each table's in one statement (Optuna's writes read the trial
+        again for each parameter and attribute: 8.5 ms of a breast-cancer trial here)."""
+        import sqlalchemy
+        from optuna.distributions import check_distribution_compatibility
+        from optuna.storages._rdb import models
+
+        params = pending.params.items()
+        if any(previous is None for _, _, previous in pending.params.values()):
+            # One not in Optuna's cache yet (a process's first trials): Optuna's own writes,
+            # which read the study's distributions, in the order they were suggested.
+            for name, (value, dist, previous) in params:
+                self._set_trial_param_without_commit(  # type: ignore[attr-defined]
+                    session, trial_id, name, value, dist, previous)
+        elif params:
+            for _, (_, dist, previous) in params:
+                check_distribution_compatibility(previous, dist)
+            session.execute(sqlalchemy.insert(models.TrialParamModel),
+                            [param_row(trial_id, n, v, d) for n, (v, d, _) in params])
+        if pending.user_attrs:
+            model = models.TrialUserAttributeModel
+            session.execute(upsert(session.bind.dialect.name, model),
+                            [attr_row(trial_id, k, v) for k, v in pending.user_attrs.items()])
+        if pending.curve:
+            self._add_curve(session, trial_id, pending.curve)
 
     @staticmethod
     def _add_curve(session: Any, trial_id: int, curve: dict[int, float]) -> None:

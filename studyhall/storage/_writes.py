@@ -18,7 +18,7 @@ from typing import Any
 
 from studyhall.storage._pool import read_connection
 
-__all__ = ["OneStatementWrites"]
+__all__ = ["OneStatementWrites", "attr_row", "param_row", "upsert"]
 
 
 def _updatable(trial_id: int) -> Any:
@@ -62,15 +62,45 @@ def _raise_not_updatable(storage: Any, trial_id: int) -> None:
     raise RuntimeError(f"trial id {trial_id} is {state.name}, yet the write was refused")
 
 
+def param_row(trial_id: int, name: str, value: float, dist: Any) -> dict[str, Any]:
+    """A ``trial_params`` row, as Optuna writes it."""
+    from optuna.distributions import distribution_to_json
+
+    return {"trial_id": trial_id, "param_name": name, "param_value": value,
+            "distribution_json": distribution_to_json(dist)}
+
+
+def attr_row(trial_id: int, key: str, value: Any) -> dict[str, Any]:
+    """A user or system attribute's row, as Optuna writes it."""
+    return {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+
+
+def upsert(dialect: str, model: Any, rows: Any = None) -> Any:
+    """An insert into an attribute table (``model``) that replaces the value of a key the
+    trial already has, as Optuna's upsert does; from the select ``rows``, or from the values
+    given at execution."""
+    if dialect == "mysql":
+        from sqlalchemy.dialects.mysql import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    statement: Any = insert(model)
+    if rows is not None:
+        statement = statement.from_select(["trial_id", "key", "value_json"], rows)
+    if dialect == "mysql":
+        return statement.on_duplicate_key_update(value_json=statement.inserted.value_json)
+    return statement.on_conflict_do_update(index_elements=[model.trial_id, model.key],
+                                           set_={"value_json": statement.excluded.value_json})
+
+
 def insert_param(storage: Any, trial_id: int, name: str, value: float, dist: Any) -> None:
     """Optuna's ``_set_trial_param_without_commit`` and its commit, as one statement (the
     distribution's compatibility is checked by the caller, as Optuna does)."""
     import sqlalchemy
-    from optuna.distributions import distribution_to_json
     from optuna.storages._rdb import models
 
-    columns = {"trial_id": trial_id, "param_name": name, "param_value": value,
-               "distribution_json": distribution_to_json(dist)}
+    columns = param_row(trial_id, name, value, dist)
     statement = sqlalchemy.insert(models.TrialParamModel).from_select(
         list(columns), _row(columns, models.TrialParamModel, trial_id))
     _execute(storage, statement, trial_id)
@@ -79,22 +109,8 @@ def insert_param(storage: Any, trial_id: int, name: str, value: float, dist: Any
 def upsert_attr(storage: Any, model: Any, trial_id: int, key: str, value: Any) -> None:
     """Optuna's ``_set_trial_attr_without_commit`` and its commit, as one statement: the
     attribute (user or system: ``model``) inserted, or its value replaced."""
-    dialect = storage.engine.dialect.name
-    columns = {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-    if dialect == "mysql":
-        from sqlalchemy.dialects.mysql import insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    statement: Any = insert(model).from_select(list(columns), _row(columns, model, trial_id))
-    if dialect == "mysql":
-        statement = statement.on_duplicate_key_update(value_json=statement.inserted.value_json)
-    else:
-        statement = statement.on_conflict_do_update(
-            index_elements=[model.trial_id, model.key],
-            set_={"value_json": statement.excluded.value_json})
-    _execute(storage, statement, trial_id)
+    rows = _row(attr_row(trial_id, key, value), model, trial_id)
+    _execute(storage, upsert(storage.engine.dialect.name, model, rows), trial_id)
 
 
 class OneStatementWrites:
