@@ -297,11 +297,13 @@ def _compile(forward: Callable[..., Any], optimizer: Any, loss: str, batch_size:
 
 def _on_device(array: np.ndarray) -> Any:
     # Data sets are cached per process (lru_cache), so their ids are stable: transfer once.
-    import jax.numpy as jnp
+    # ``device_put``, not ``jnp.asarray``: that staged each array through a compiled identity,
+    # one XLA compile per shape (4 of a process's first trial's 7 eager compiles).
+    import jax
 
     key = id(array)
     if key not in _DEVICE_DATA:
-        _DEVICE_DATA[key] = (array, jnp.asarray(array))
+        _DEVICE_DATA[key] = (array, jax.device_put(array))
     return _DEVICE_DATA[key][1]
 
 

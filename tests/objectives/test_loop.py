@@ -111,3 +111,19 @@ def test_models_the_own_forward_pass_does_not_cover_go_through_keras():
     frozen = k.Sequential([k.Input((4,)), k.layers.Dense(3), k.layers.Dense(1)])
     frozen.layers[0].trainable = False
     assert _loop._plain(frozen) is None
+
+
+def test_data_reaches_the_device_without_a_compile(caplog):
+    import jax
+
+    _keras.keras()
+    array = np.arange(12 * 7, dtype=np.float32).reshape(12, 7)  # a shape no other test has
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level("DEBUG"):
+            on_device = _loop._on_device(array)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+        _loop._DEVICE_DATA.pop(id(array), None)
+    np.testing.assert_array_equal(np.asarray(on_device), array)
+    assert not [r for r in caplog.records if "Compiling" in r.getMessage()]
