@@ -66,7 +66,7 @@ _configured = False
 
 _PLOTTING = ("matplotlib.pyplot", "matplotlib.patches")
 """Imported by Keras' image-gallery helpers at its own import, used only when they plot:
-0.2-0.3 s of a worker's start here, and a P3 search is a few seconds."""
+0.2-0.3 s of a worker's start here (a whole warm P3 search takes 2-8 s)."""
 
 
 class _LazyFinder(importlib.abc.MetaPathFinder):

@@ -239,7 +239,7 @@ class OwnTrialsMirror:
 
     def _add_rows(self, session: Any, trial_id: int, pending: _Pending) -> None:
         """``pending``'s rows, each table's in one statement (Optuna's writes read the trial
-        again for each parameter and attribute: 8.5 ms of a breast-cancer trial here)."""
+        again for each parameter and attribute: ~5% of a warm 216-trial grid's time)."""
         import sqlalchemy
         from optuna.distributions import check_distribution_compatibility
         from optuna.storages._rdb import models

@@ -9,10 +9,11 @@ dropped by a restart; one that failed mid-use is invalidated by SQLAlchemy with 
 pool, as before. This is SQLAlchemy's "custom pessimistic ping" (a ``checkout`` event that
 raises ``DisconnectionError``, after which the pool connects afresh, up to three times).
 
-PostgreSQL reads that are one statement (or a few, each reading committed data) run in
-autocommit mode: psycopg sends ``BEGIN`` and ``COMMIT`` as round trips of their own, and a read
-in a transaction of its own sees nothing more (PostgreSQL's default isolation, read committed,
-takes a new snapshot per statement anyway). Other servers keep their transactions.
+PostgreSQL reads that are one statement (or a few, each reading committed data), and writes
+that are one statement, run in autocommit mode: psycopg sends ``BEGIN`` and ``COMMIT`` as round
+trips of their own, and a read in a transaction of its own sees nothing more (PostgreSQL's
+default isolation, read committed, takes a new snapshot per statement anyway). Other servers
+keep their transactions.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def ping_when_idle(engine: Any, idle_s: float = IDLE_PING_S) -> None:
 
 @contextlib.contextmanager
 def read_connection(engine: Any) -> Iterator[Any]:
-    """A pooled connection for reads: in autocommit mode on PostgreSQL (no ``BEGIN``/``COMMIT``
+    """A pooled connection for reads and one-statement writes (``_writes.py``; the caller
+    commits, a no-op in autocommit): in autocommit mode on PostgreSQL (no ``BEGIN``/``COMMIT``
     round trips; set and reset client-side by psycopg), a plain one elsewhere."""
     with engine.connect() as connection:
         if engine.dialect.name == "postgresql":

@@ -120,7 +120,7 @@ class OneStatementWrites:
                          previous: Any) -> None:
         from optuna.distributions import check_distribution_compatibility
 
-        if previous is None:  # Optuna's cache always knows it; a bare RDBStorage reads it
+        if previous is None:  # not in Optuna's cache yet: its own write reads the study's
             super()._set_trial_param(trial_id, name, value, dist, previous)  # type: ignore[misc]
             return
         check_distribution_compatibility(previous, dist)
