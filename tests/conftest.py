@@ -111,6 +111,11 @@ def journal_url(tmp_path) -> str:
     return f"journal://{tmp_path / 'studies.log'}"  # journal:///abs/path
 
 
+SERVER_URL_FIXTURES = {"postgresql": "postgres_url", "mysql": "mysql_url",
+                       "journal": "journal_url", "redis": "redis_url"}
+"""The fixture giving each non-SQLite backend's URL."""
+
+
 def storage_for(backend: str, request) -> str:
     """A storage URL of ``backend`` (sqlite, postgresql, mysql, journal, redis) for this test;
     a study named ``study_name`` on a server is deleted afterwards."""
@@ -118,8 +123,7 @@ def storage_for(backend: str, request) -> str:
 
     if backend == "sqlite":
         return request.getfixturevalue("sqlite_url")
-    url = request.getfixturevalue({"postgresql": "postgres_url", "mysql": "mysql_url",
-                                   "journal": "journal_url", "redis": "redis_url"}[backend])
+    url = request.getfixturevalue(SERVER_URL_FIXTURES[backend])
     if backend in ("postgresql", "mysql"):
         name = request.getfixturevalue("study_name")
 

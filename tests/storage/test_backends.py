@@ -8,7 +8,7 @@ import pytest
 
 from studyhall import StorageError, list_studies, open_study, run_study
 from studyhall.storage import open_storage
-from tests.conftest import beale_spec
+from tests.conftest import SERVER_URL_FIXTURES, beale_spec
 
 
 def _delete(url: str, name: str) -> None:
@@ -90,7 +90,7 @@ def new_database(request, tmp_path, study_name):
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'new.db'}"
         return
-    server = request.getfixturevalue({"postgresql": "postgres_url", "mysql": "mysql_url"}[backend])
+    server = request.getfixturevalue(SERVER_URL_FIXTURES[backend])
     name = "studyhall_new_" + study_name.replace("-", "_")
     admin = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as con:
