@@ -125,14 +125,10 @@ def p3(rounds: int, epochs: int) -> str:
     target = grids[0][0]["best"] - 0.005
     runs = []
     for r in range(rounds):
-        tpe_args = ["tpe", "tpe", str(SEED_P3 + r), str(epochs), str(target)]
-        if r == 0:
-            runs.append(twice(tpe_args))
-        elif r % 2 == 0:
+        if r and r % 2 == 0:  # round 0's grid ran above, for the target
             grids.append(twice(grid_args))
-            runs.append(twice(tpe_args))
-        else:
-            runs.append(twice(tpe_args))
+        runs.append(twice(["tpe", "tpe", str(SEED_P3 + r), str(epochs), str(target)]))
+        if r % 2:
             grids.append(twice(grid_args))
         (cold, warm), (grid_cold, grid_warm) = runs[-1], grids[-1]
         print(f"  round {r + 1}: tpe {cold['trials']} trials, {cold['seconds']:.1f} s cold, "

@@ -145,14 +145,14 @@ def kill_session(url: str, lock) -> None:
 
     from studyhall.storage import parse_url
 
-    sql = parse_url(url).backend == "postgresql"
+    postgres = parse_url(url).backend == "postgresql"
     own = lock.conn.execute(sqlalchemy.text(
-        "SELECT pg_backend_pid()" if sql else "SELECT CONNECTION_ID()")).scalar()
+        "SELECT pg_backend_pid()" if postgres else "SELECT CONNECTION_ID()")).scalar()
     engine = sqlalchemy.create_engine(url)
     try:
         with engine.connect() as con:
             con.execute(sqlalchemy.text(
-                f"SELECT pg_terminate_backend({int(own)})" if sql else f"KILL {int(own)}"))
+                f"SELECT pg_terminate_backend({int(own)})" if postgres else f"KILL {int(own)}"))
             con.commit()
     finally:
         engine.dispose()

@@ -89,7 +89,7 @@ class _LazyFinder(importlib.abc.MetaPathFinder):
 def _collector_paused() -> Iterator[None]:
     """No cyclic garbage collection inside: importing Keras and JAX makes tens of thousands of
     long-lived objects, and the collections they trigger walk them all to free next to
-    nothing (0.3-0.45 s of a 1.2-1.5 s import here; the worker freezes them afterwards)."""
+    nothing (0.27 s of 1.3-1.4 s here, A/B; the worker freezes them afterwards)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:

@@ -244,18 +244,18 @@ class OwnTrialsMirror:
         from optuna.distributions import check_distribution_compatibility
         from optuna.storages._rdb import models
 
-        params = pending.params.items()
-        if any(previous is None for _, _, previous in pending.params.values()):
+        params = pending.params
+        if any(previous is None for _, _, previous in params.values()):
             # One not in Optuna's cache yet (a process's first trials): Optuna's own writes,
             # which read the study's distributions, in the order they were suggested.
-            for name, (value, dist, previous) in params:
+            for name, (value, dist, previous) in params.items():
                 self._set_trial_param_without_commit(  # type: ignore[attr-defined]
                     session, trial_id, name, value, dist, previous)
         elif params:
-            for _, (_, dist, previous) in params:
+            for _, dist, previous in params.values():
                 check_distribution_compatibility(previous, dist)
             session.execute(sqlalchemy.insert(models.TrialParamModel),
-                            [param_row(trial_id, n, v, d) for n, (v, d, _) in params])
+                            [param_row(trial_id, n, v, d) for n, (v, d, _) in params.items()])
         if pending.user_attrs:
             model = models.TrialUserAttributeModel
             session.execute(upsert(session.bind.dialect.name, model),
