@@ -171,7 +171,7 @@ def test_one_worker_in_this_process_opens_the_database_once(sqlite_url, study_na
 
     monkeypatch.setattr(_rdb, "_create", counted)
     handle = run_study(beale_spec(study_name, n_trials=4), storage=sqlite_url)
-    # The handle's storage is the worker's, heartbeats on: a second open cost 0.3-0.4 s.
+    # The handle's storage is the worker's, heartbeats on.
     assert len(opened) == 1 and opened[0] is not None
     assert handle.state_counts()["COMPLETE"] == 4
     assert handle.study._storage.get_heartbeat_interval() == opened[0].interval
