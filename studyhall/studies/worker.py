@@ -612,4 +612,4 @@ def join_study(
         storage=work_storage,
         on_trial=on_trial,
     )
-    return StudyHandle(optuna.load_study(study_name=name, storage=open_storage(url)), url)
+    return StudyHandle(optuna.load_study(study_name=name, storage=work_storage), url)

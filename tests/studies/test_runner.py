@@ -158,8 +158,8 @@ def test_a_resumed_run_loads_the_study_once_at_start_up(sqlite_url, study_name, 
     assert handle.state_counts()["COMPLETE"] == 8
 
 
-def test_one_worker_in_this_process_opens_the_database_once(sqlite_url, study_name,
-                                                            monkeypatch):
+def test_a_worker_in_this_process_opens_the_database_once(sqlite_url, study_name,
+                                                          monkeypatch):
     from studyhall.storage import _rdb
 
     opened = []
@@ -175,6 +175,8 @@ def test_one_worker_in_this_process_opens_the_database_once(sqlite_url, study_na
     assert len(opened) == 1 and opened[0] is not None
     assert handle.state_counts()["COMPLETE"] == 4
     assert handle.study._storage.get_heartbeat_interval() == opened[0].interval
+    handle = studyhall.join_study(study_name, sqlite_url, n_trials=6)
+    assert len(opened) == 2 and handle.state_counts()["COMPLETE"] == 6
 
 
 def test_a_worker_keeps_what_lived_before_its_trials_out_of_collections(sqlite_url, study_name):
