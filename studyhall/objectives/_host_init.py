@@ -7,6 +7,10 @@ meets new shapes all the time: 40 ``breast-cancer-tpe`` trials spent 6 of their 
 models with JAX's caches warm, 38 of 102 s cold (measured here), and every worker pays again
 for every shape. Drawn with NumPy, the same distributions cost microseconds.
 
+A number given as a variable's value (an optimizer's iteration count, its learning rate) is made a
+NumPy scalar of the variable's dtype first, inside the same blocks: JAX otherwise compiles a
+conversion per dtype and process, 20-60 ms each (measured here), two of a worker's first trial.
+
 Only Keras' own initializers are drawn here (variance scaling: Glorot, He, LeCun; uniform,
 normal, truncated normal, orthogonal, zeros, ones, constant), and only when built without a
 seed of their own; any other initializer, or one whose class overrides the drawing, is left to
@@ -17,6 +21,7 @@ values follow the same distributions, not the same random streams: the session's
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from collections.abc import Iterator
@@ -49,8 +54,9 @@ def drawing(rng: np.random.Generator | None) -> Iterator[None]:
 
 
 def _install() -> None:
-    """Route the backend Variable's initialisation through ``values`` inside ``drawing``, once
-    per process (one backend per process; a Keras without this hook keeps its own drawing)."""
+    """Route the backend Variable's initialisation through ``values`` (and its conversion of a
+    number through NumPy) inside ``drawing``, once per process (one backend per process; a
+    Keras without these hooks keeps its own)."""
     global _installed
     if _installed:
         return
@@ -76,6 +82,18 @@ def _install() -> None:
             original(self, initializer)
 
         cls._initialize_with_initializer = _initialize_with_initializer
+        convert = cls._convert_to_tensor
+        standardize = keras().backend.standardize_dtype
+
+        def _convert_to_tensor(self: Any, value: Any, dtype: Any = None) -> Any:
+            if (getattr(_state, "active", False) and dtype is not None
+                    and type(value) in (bool, int, float)):
+                # A dtype NumPy lacks, or a value it refuses: Keras' own conversion.
+                with contextlib.suppress(TypeError, ValueError, OverflowError):
+                    value = np.asarray(value, dtype=np.dtype(standardize(dtype)))
+            return convert(self, value, dtype=dtype)
+
+        cls._convert_to_tensor = _convert_to_tensor
 
 
 def values(initializer: Any, shape: tuple[int, ...], dtype: Any,

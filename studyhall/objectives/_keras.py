@@ -303,13 +303,16 @@ def build_mlp(
 def make_optimizer(name: str, learning_rate: Any, momentum: float = 0.0,
                    nesterov: bool = False) -> Any:
     """A Keras optimizer by name; momentum/Nesterov apply to SGD (momentum also to RMSprop)."""
+    from studyhall.objectives._host_init import drawing
+
     o = keras().optimizers
-    if name == "sgd":
-        return o.SGD(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov)
-    if name == "rmsprop":
-        return o.RMSprop(learning_rate=learning_rate, momentum=momentum)
-    cls = {"adam": o.Adam, "adagrad": o.Adagrad, "nadam": o.Nadam}[name]
-    return cls(learning_rate=learning_rate)
+    with drawing(None):  # its iteration count and learning rate: no compile (``_host_init``)
+        if name == "sgd":
+            return o.SGD(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov)
+        if name == "rmsprop":
+            return o.RMSprop(learning_rate=learning_rate, momentum=momentum)
+        cls = {"adam": o.Adam, "adagrad": o.Adagrad, "nadam": o.Nadam}[name]
+        return cls(learning_rate=learning_rate)
 
 
 @dataclass(frozen=True)

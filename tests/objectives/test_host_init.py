@@ -117,6 +117,34 @@ def test_a_new_weight_shape_compiles_nothing(caplog):
     assert compiles == []
 
 
+_FIRST_OPTIMIZER = """
+import json, logging
+from studyhall.objectives import _keras
+_keras.keras()
+import jax
+compiles = []
+class Seen(logging.Handler):
+    def emit(self, record):
+        if "Compiling" in record.getMessage():
+            compiles.append(record.getMessage()[:80])
+logging.getLogger("jax").addHandler(Seen())
+jax.config.update("jax_log_compiles", True)
+opt = _keras.make_optimizer("sgd", 0.25, momentum=0.5)
+it, lr = opt.iterations, opt.learning_rate
+print(json.dumps({"compiles": compiles, "iterations": [int(it.value), str(it.dtype)],
+                  "lr": [float(lr), str(lr.dtype)]}))
+"""
+
+
+def test_a_process_first_optimizer_compiles_nothing():
+    # A fresh process: JAX compiles each scalar conversion once per process and dtype.
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    out = subprocess.run([sys.executable, "-c", _FIRST_OPTIMIZER], capture_output=True,
+                         text=True, env=env, timeout=300, check=True).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got == {"compiles": [], "iterations": [0, "int32"], "lr": [0.25, "float32"]}
+
+
 @pytest.mark.slow
 def test_tensorflow_builds_the_same_initial_weights():
     code = (
