@@ -403,6 +403,13 @@ def _work(
     on_trial: Callable[[Any, Any], None] | None = None,
 ) -> None:
     """One worker's loop (see the module docstring); ``n_trials`` is the study's total."""
+    with starting():
+        _start_and_loop(name, url, n_trials, timeout, worker, heartbeat, storage, on_trial)
+
+
+def _start_and_loop(name: str, url: StorageURL, n_trials: int | None, timeout: float | None,
+                    worker: int | None, heartbeat: Heartbeat | None, storage: Any,
+                    on_trial: Callable[[Any, Any], None] | None) -> None:
     import optuna
 
     from studyhall.storage._tally import tally_trials
@@ -449,6 +456,41 @@ def _work(
 
 
 @contextmanager
+def starting() -> Iterator[None]:
+    """No cyclic garbage collection from here until this thread's worker freezes the heap.
+
+    A run's start (the spec, the database and Optuna's schema, Keras and JAX) makes hundreds of
+    thousands of long-lived objects and next to no garbage, and the collections it triggered
+    walked them: 2 full and ~190 young ones, 0.4 s of a one-trial ``run_study`` of 1.6-2.3 s
+    here (1.2-1.7 s without). ``_frozen_heap`` freezes them uncollected and turns the collector
+    back on for the trials; a start that fails turns it back on here. A no-op where the
+    collector is off already (the caller's choice, or another thread starting).
+    """
+    import gc
+
+    if not gc.isenabled() or getattr(_pause, "on", False):
+        yield
+        return
+    gc.disable()
+    _pause.on = True
+    try:
+        yield
+    finally:
+        _resume_collector()
+
+
+def _resume_collector() -> None:
+    import gc
+
+    if getattr(_pause, "on", False):
+        _pause.on = False
+        gc.enable()
+
+
+_pause = threading.local()  # whether this thread's ``starting`` turned the collector off
+
+
+@contextmanager
 def _frozen_heap() -> Iterator[None]:
     """Keep the objects alive before the first trial (Keras, JAX, the data: ~336,000) out of
     every garbage collection while the worker runs.
@@ -456,18 +498,21 @@ def _frozen_heap() -> Iterator[None]:
     A full collection walked all of them: 0.22 s each, 6-7 in 150 breast-cancer trials, 6% of
     a worker's time; 0.03 s frozen (measured here). They live as long as the worker anyway; at
     its end they are handed back to the collector, so a caller's own cyclic garbage from before
-    the run is freed then, not lost. Nested and concurrent uses share one freeze. Only the young
-    generations are collected first: a full collection right after Keras' import freed 23
-    objects in 0.14 s, paid again by every ``run_study`` of a process that resumes its study.
+    the run is freed then, not lost. Nested and concurrent uses share one freeze. Unless the
+    start ran without collections (``starting``), the young generations are collected first: a
+    full collection right after Keras' import freed 23 objects in 0.14 s, paid again by every
+    ``run_study`` of a process that resumes its study.
     """
     import gc
 
     global _freezes
     with _freeze_lock:
         if _freezes == 0:
-            gc.collect(1)
+            if not getattr(_pause, "on", False):
+                gc.collect(1)
             gc.freeze()
         _freezes += 1
+    _resume_collector()
     try:
         yield
     finally:
@@ -594,22 +639,16 @@ def join_study(
             "a worker cannot join an in-memory SQLite database; give a file or server URL."
         )
     heartbeat = heartbeat or Heartbeat.resolve()
-    work_storage = open_storage(url, heartbeat=heartbeat, must_exist=True)
-    spec = _load(work_storage, name, url)
-    study_id = work_storage.get_study_id_from_name(name)
-    target = spec.budget if n_trials is None else spec.with_overrides(n_trials=n_trials).budget
+    with starting():
+        work_storage = open_storage(url, heartbeat=heartbeat, must_exist=True)
+        spec = _load(work_storage, name, url)
+        study_id = work_storage.get_study_id_from_name(name)
+        target = spec.budget if n_trials is None else spec.with_overrides(n_trials=n_trials).budget
 
-    def on_trial(_study: Any, _trial: Any) -> None:
-        if on_progress is not None:
-            on_progress(poll(work_storage, study_id, target))
+        def on_trial(_study: Any, _trial: Any) -> None:
+            if on_progress is not None:
+                on_progress(poll(work_storage, study_id, target))
 
-    _work(
-        name,
-        url,
-        n_trials=n_trials,
-        timeout=timeout,
-        heartbeat=heartbeat,
-        storage=work_storage,
-        on_trial=on_trial,
-    )
+        _work(name, url, n_trials=n_trials, timeout=timeout, heartbeat=heartbeat,
+              storage=work_storage, on_trial=on_trial)
     return StudyHandle(optuna.load_study(study_name=name, storage=work_storage), url)

@@ -198,3 +198,32 @@ def test_a_worker_keeps_what_lived_before_its_trials_out_of_collections(sqlite_u
     del before
     gc.collect()
     assert alive() is None
+
+
+def test_a_run_starts_without_collections_and_trials_run_with_them(sqlite_url, study_name):
+    import gc
+
+    collections = []
+    enabled = []
+
+    def seen(phase, info):
+        if phase == "start":  # before the worker froze the heap, or after
+            collections.append(gc.get_freeze_count() > 0)
+
+    @studyhall.register_objective("gc_probe")
+    def probe(trial, params):
+        enabled.append((gc.isenabled(), collections.count(False)))
+        return 0.0
+
+    spec = {"name": study_name, "objective": "gc_probe", "space": {"x": [1, 2]},
+            "sampler": "grid", "n_trials": 2}
+    gc.callbacks.append(seen)
+    try:
+        run_study(spec, storage=sqlite_url)
+    finally:
+        gc.callbacks.remove(seen)
+    # None from the run's start until the heap is frozen; on again for the trials and after.
+    assert enabled == [(True, 0), (True, 0)] and gc.isenabled()
+    with pytest.raises(SpecError):  # a start that fails leaves the collector on
+        run_study(dict(spec, space={"x": [3]}), storage=sqlite_url)
+    assert gc.isenabled()
