@@ -24,7 +24,7 @@ from studyhall.storage._tally import tally_trials
 from studyhall.studies._progress import Progress, poll
 from studyhall.studies.results import SPEC_ATTR, StudyHandle, stored_spec
 from studyhall.studies.spec import StudySpec, load_spec
-from studyhall.studies.worker import _work, limit_threads, raising_signals, starting, trial_seed
+from studyhall.studies.worker import _starting, _work, limit_threads, raising_signals, trial_seed
 
 __all__ = ["Progress", "run_study", "trial_seed"]
 
@@ -158,8 +158,8 @@ def run_study(
 
         client = connect(dask)
     try:
-        # One worker in this process: no collections until it freezes the heap (``starting``).
-        with starting() if client is None and workers == 1 else contextlib.nullcontext():
+        # One worker in this process: no collections until it freezes the heap (``_starting``).
+        with _starting() if client is None and workers == 1 else contextlib.nullcontext():
             return _run(spec, url, workers, heartbeat, on_progress, client)
     finally:
         if client is not None:

@@ -403,7 +403,7 @@ def _work(
     on_trial: Callable[[Any, Any], None] | None = None,
 ) -> None:
     """One worker's loop (see the module docstring); ``n_trials`` is the study's total."""
-    with starting():
+    with _starting():
         _start_and_loop(name, url, n_trials, timeout, worker, heartbeat, storage, on_trial)
 
 
@@ -456,7 +456,7 @@ def _start_and_loop(name: str, url: StorageURL, n_trials: int | None, timeout: f
 
 
 @contextmanager
-def starting() -> Iterator[None]:
+def _starting() -> Iterator[None]:
     """No cyclic garbage collection from here until this thread's worker freezes the heap.
 
     A run's start (the spec, the database and Optuna's schema, Keras and JAX) makes hundreds of
@@ -488,7 +488,7 @@ def _resume_collector() -> None:
         gc.enable()
 
 
-_pause = threading.local()  # whether this thread's ``starting`` turned the collector off
+_pause = threading.local()  # whether this thread's ``_starting`` turned the collector off
 
 
 @contextmanager
@@ -500,7 +500,7 @@ def _frozen_heap() -> Iterator[None]:
     a worker's time; 0.03 s frozen (measured here). They live as long as the worker anyway; at
     its end they are handed back to the collector, so a caller's own cyclic garbage from before
     the run is freed then, not lost. Nested and concurrent uses share one freeze. Unless the
-    start ran without collections (``starting``), the young generations are collected first: a
+    start ran without collections (``_starting``), the young generations are collected first: a
     full collection right after Keras' import freed 23 objects in 0.14 s, paid again by every
     ``run_study`` of a process that resumes its study.
     """
@@ -640,7 +640,7 @@ def join_study(
             "a worker cannot join an in-memory SQLite database; give a file or server URL."
         )
     heartbeat = heartbeat or Heartbeat.resolve()
-    with starting():
+    with _starting():
         work_storage = open_storage(url, heartbeat=heartbeat, must_exist=True)
         spec = _load(work_storage, name, url)
         study_id = work_storage.get_study_id_from_name(name)
