@@ -158,9 +158,7 @@ def run_study(
 
         client = connect(dask)
     try:
-        # One worker in this process: no collections until it freezes the heap (``_starting``).
-        with _starting() if client is None and workers == 1 else contextlib.nullcontext():
-            return _run(spec, url, workers, heartbeat, on_progress, client)
+        return _run(spec, url, workers, heartbeat, on_progress, client)
     finally:
         if client is not None:
             with contextlib.suppress(Exception):
@@ -172,46 +170,48 @@ def _run(spec: StudySpec, url: StorageURL, workers: int | None, heartbeat: Heart
     import optuna
 
     # One worker in this process works on the handle's own storage (an in-memory database
-    # lives in that object only), not on a second connection pool with its own schema check.
+    # lives in that object only), not on a second connection pool with its own schema check,
+    # and the whole start runs without collections until it freezes the heap (``_starting``).
     in_process = client is None and workers == 1
-    handle_storage = open_storage(url, heartbeat=heartbeat if in_process else None)
-    spec, finished = _prepare(spec, handle_storage, url)
-    budget = spec.budget
-    remaining = None if budget is None else max(0, budget - finished)
+    with _starting() if in_process else contextlib.nullcontext():
+        handle_storage = open_storage(url, heartbeat=heartbeat if in_process else None)
+        spec, finished = _prepare(spec, handle_storage, url)
+        budget = spec.budget
+        remaining = None if budget is None else max(0, budget - finished)
 
-    handle = StudyHandle(optuna.load_study(study_name=spec.name, storage=handle_storage), url)
-    if remaining == 0:
-        _logger.info("study %s already holds %d finished trials; nothing to do",
-                     spec.name, finished)
+        handle = StudyHandle(optuna.load_study(study_name=spec.name, storage=handle_storage), url)
+        if remaining == 0:
+            _logger.info("study %s already holds %d finished trials; nothing to do",
+                         spec.name, finished)
+            return handle
+        _logger.info(
+            "running study %s on %s: %s trials to go, %s worker(s)",
+            spec.name, url.masked, remaining if remaining is not None else "timeout-bound",
+            workers or "Dask",
+        )
+        study_id = handle_storage.get_study_id_from_name(spec.name)
+
+        def report() -> bool:
+            progress = poll(handle_storage, study_id, budget)
+            if on_progress is not None:
+                on_progress(progress)
+            return budget is not None and progress.finished >= budget
+
+        if client is not None:
+            from studyhall.studies._dask import run_on_dask
+
+            tasks = workers and min(workers, remaining or workers)
+            run_on_dask(client, spec.name, url, spec.timeout, tasks, heartbeat, report)
+        elif in_process:
+            def on_trial(_study: Any, _trial: Any) -> None:
+                report()
+
+            _work(spec.name, url, worker=0, timeout=spec.timeout, heartbeat=heartbeat,
+                  storage=handle_storage, on_trial=on_trial)
+        else:
+            assert workers is not None
+            _run_workers(spec, url, min(workers, remaining or workers), heartbeat, report)
         return handle
-    _logger.info(
-        "running study %s on %s: %s trials to go, %s worker(s)",
-        spec.name, url.masked, remaining if remaining is not None else "timeout-bound",
-        workers or "Dask",
-    )
-    study_id = handle_storage.get_study_id_from_name(spec.name)
-
-    def report() -> bool:
-        progress = poll(handle_storage, study_id, budget)
-        if on_progress is not None:
-            on_progress(progress)
-        return budget is not None and progress.finished >= budget
-
-    if client is not None:
-        from studyhall.studies._dask import run_on_dask
-
-        tasks = workers and min(workers, remaining or workers)
-        run_on_dask(client, spec.name, url, spec.timeout, tasks, heartbeat, report)
-    elif in_process:
-        def on_trial(_study: Any, _trial: Any) -> None:
-            report()
-
-        _work(spec.name, url, worker=0, timeout=spec.timeout, heartbeat=heartbeat,
-              storage=handle_storage, on_trial=on_trial)
-    else:
-        assert workers is not None
-        _run_workers(spec, url, min(workers, remaining or workers), heartbeat, report)
-    return handle
 
 
 def _run_workers(spec: StudySpec, url: StorageURL, workers: int, heartbeat: Heartbeat,

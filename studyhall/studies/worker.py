@@ -13,6 +13,7 @@ with back-off; SIGINT/SIGTERM fail the running trial, queue it again, and end th
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -391,6 +392,39 @@ def _requeue(study: Any, trial: Any, max_retry: int | None) -> str:
     return f"trial {frozen.number} marked FAIL" + (" and queued again" if queued else "")
 
 
+@contextmanager
+def _starting() -> Iterator[None]:
+    """No cyclic garbage collection from here until this thread's worker freezes the heap.
+
+    A run's start (the spec, the database and Optuna's schema, Keras and JAX) makes hundreds of
+    thousands of long-lived objects and next to no garbage, and the collections it triggered
+    walked them: 2 full and ~190 young ones in a one-trial ``run_study``, which took 1.70-1.94 s
+    here with them and 1.10-1.51 s without (A/B, 5 runs each). ``_frozen_heap`` freezes them
+    uncollected and turns the collector back on for the trials; a start that fails turns it
+    back on here. A no-op where the collector is off already (the caller's choice, or another
+    thread starting).
+    """
+    if not gc.isenabled() or getattr(_pause, "on", False):
+        yield
+        return
+    gc.disable()
+    _pause.on = True
+    try:
+        yield
+    finally:
+        _resume_collector()
+
+
+def _resume_collector() -> None:
+    if getattr(_pause, "on", False):
+        _pause.on = False
+        gc.enable()
+
+
+_pause = threading.local()  # whether this thread's ``_starting`` turned the collector off
+
+
+@_starting()
 def _work(
     name: str,
     url: StorageURL,
@@ -403,13 +437,6 @@ def _work(
     on_trial: Callable[[Any, Any], None] | None = None,
 ) -> None:
     """One worker's loop (see the module docstring); ``n_trials`` is the study's total."""
-    with _starting():
-        _start_and_loop(name, url, n_trials, timeout, worker, heartbeat, storage, on_trial)
-
-
-def _start_and_loop(name: str, url: StorageURL, n_trials: int | None, timeout: float | None,
-                    worker: int | None, heartbeat: Heartbeat | None, storage: Any,
-                    on_trial: Callable[[Any, Any], None] | None) -> None:
     import optuna
 
     from studyhall.storage._tally import tally_trials
@@ -456,42 +483,6 @@ def _start_and_loop(name: str, url: StorageURL, n_trials: int | None, timeout: f
 
 
 @contextmanager
-def _starting() -> Iterator[None]:
-    """No cyclic garbage collection from here until this thread's worker freezes the heap.
-
-    A run's start (the spec, the database and Optuna's schema, Keras and JAX) makes hundreds of
-    thousands of long-lived objects and next to no garbage, and the collections it triggered
-    walked them: 2 full and ~190 young ones in a one-trial ``run_study``, which took 1.70-1.94 s
-    here with them and 1.10-1.51 s without (A/B, 5 runs each). ``_frozen_heap`` freezes them
-    uncollected and turns the collector back on for the trials; a start that fails turns it
-    back on here. A no-op where the collector is off already (the caller's choice, or another
-    thread starting).
-    """
-    import gc
-
-    if not gc.isenabled() or getattr(_pause, "on", False):
-        yield
-        return
-    gc.disable()
-    _pause.on = True
-    try:
-        yield
-    finally:
-        _resume_collector()
-
-
-def _resume_collector() -> None:
-    import gc
-
-    if getattr(_pause, "on", False):
-        _pause.on = False
-        gc.enable()
-
-
-_pause = threading.local()  # whether this thread's ``_starting`` turned the collector off
-
-
-@contextmanager
 def _frozen_heap() -> Iterator[None]:
     """Keep the objects alive before the first trial (Keras, JAX, the data: ~336,000) out of
     every garbage collection while the worker runs.
@@ -504,8 +495,6 @@ def _frozen_heap() -> Iterator[None]:
     full collection right after Keras' import freed 23 objects in 0.14 s, paid again by every
     ``run_study`` of a process that resumes its study.
     """
-    import gc
-
     global _freezes
     with _freeze_lock:
         if _freezes == 0:
