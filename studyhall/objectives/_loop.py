@@ -158,6 +158,16 @@ def _plain(model: Any) -> _Plain | None:
     return _Plain(flatten, tuple(dense), tuple(selected), tuple(rates))
 
 
+def _mix(x: Any) -> Any:
+    """A 32-bit integer hash with full avalanche (``lowbias32``, from C. Wellons' hash
+    prospector): every output bit depends on every input bit, in five cheap operations."""
+    x = x ^ (x >> 16)
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
 def _plain_forward(layout: _Plain) -> Callable[..., Any]:
     """Logits of a plain perceptron: Keras' Dense and Dropout maths, knobs as arguments."""
     import jax
@@ -170,8 +180,13 @@ def _plain_forward(layout: _Plain) -> Callable[..., Any]:
 
     def dropout(h: Any, rate: Any, key: Any) -> Any:  # keras.src.backend.jax.random.dropout
         keep = 1.0 - rate
-        mask = jax.random.bernoulli(key, p=keep, shape=h.shape)
-        return jax.lax.select(mask, h / keep, jnp.zeros_like(h))
+        # Each unit's bit from a hash of (key, its index): threefry, Keras' generator, was
+        # most of a 30-64-1 network's epoch (measured here: 6.4-8.3 ms an epoch with it,
+        # 1.9-3.9 ms with this) and of its compile.
+        stream = _mix(key[0] ^ _mix(key[1]))
+        bits = _mix(jax.lax.iota(jnp.uint32, h.size).reshape(h.shape) ^ stream)
+        uniform = (bits >> 8).astype(h.dtype) * (2.0 ** -24)  # in [0, 1), as 24-bit floats
+        return jax.lax.select(uniform < keep, h / keep, jnp.zeros_like(h))
 
     def forward(trainable: Any, non_trainable: Any, x: Any, knobs: Any, key: Any,
                 training: bool) -> Any:

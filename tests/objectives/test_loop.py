@@ -90,6 +90,35 @@ def test_dropout_zeroes_its_share_of_units_and_scales_the_rest():
     np.testing.assert_array_equal(np.asarray(kept), x)  # no dropout when not training
 
 
+def test_dropout_masks_come_from_a_hash_independent_across_steps_and_layers():
+    import jax
+
+    k = _keras.keras()
+    width = 300
+    model = k.Sequential([k.Input((width,)), k.layers.Dense(width, kernel_initializer="identity"),
+                          k.layers.Dropout(0.5),
+                          k.layers.Dense(width, kernel_initializer="identity")])
+    layout = _loop._plain(model)
+    forward = _loop._plain_forward(layout)
+    knobs = (np.array(layout.selected, np.int32), np.array(layout.rates, np.float32))
+    weights = [v.value for v in model.trainable_variables]
+    x = np.ones((400, width), np.float32)
+
+    def dropped(key):
+        out, _ = forward(weights, [], x, knobs, np.array(key, np.uint32), True)
+        return np.asarray(out) == 0
+
+    one, next_step, other_trial = dropped([7, 100]), dropped([7, 101]), dropped([8, 100])
+    assert abs(one.mean() - 0.5) < 0.01
+    for other in (next_step, other_trial):  # as if drawn apart: both dropped a quarter
+        assert abs((one & other).mean() - 0.25) < 0.01
+    assert abs((one[:, :-1] & one[:, 1:]).mean() - 0.25) < 0.01  # neighbours too
+    np.testing.assert_array_equal(dropped([7, 100]), one)  # the same key, the same mask
+    lowered = jax.jit(forward, static_argnums=5).lower(weights, [], x, knobs,
+                                                       np.zeros(2, np.uint32), True)
+    assert "threefry" not in lowered.as_text()
+
+
 def _double(v):
     return v * 2
 
