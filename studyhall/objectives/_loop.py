@@ -46,11 +46,20 @@ hinge."""
 _CACHE_LAYERS = 18
 _CACHE: OrderedDict[str, tuple[Any, int]] = OrderedDict()
 # Below this many multiply-adds per epoch (~6 per weight and training row, 2 per validation row)
-# XLA compiles without LLVM's optimisations: measured on a 30-64-1 breast-cancer MLP, compiling
-# took 0.26-0.68 s instead of 1.4-2.2 s, and 30 epochs then ran 0.06-0.09 s instead of 0.03 s.
-# A new network shape costs a compile, so over a search that meets many shapes, small networks
-# spend far more on compiling than on running. Bigger networks (MNIST) keep full optimisation.
-UNOPTIMIZED_BELOW = 20_000_000
+# an epoch compiles with cheaper settings: a new shape costs a compile, and over a search that
+# meets many shapes small networks spend more on compiling than on running. These are XLA's
+# classic loop emitters instead of its MLIR fusion emitters, and LLVM at level 1 instead of 2.
+# Measured on the seed grid's 9 breast-cancer shapes (30-{1,32,64}-1, batch 4/16/32; one
+# process per setting, alternated twice): 0.50-0.51 s a compile and 7.1-8.4 ms for one epoch
+# of each of the 9, where XLA's defaults took 1.11-1.17 s and 5.5-6.3 ms and LLVM at level 0
+# (this module's earlier choice) 0.68-0.71 s and 15.1-15.8 ms. Bigger networks (MNIST) keep
+# XLA's defaults.
+SMALL_BELOW = 20_000_000
+# The first that this XLA knows is used; the second for one without the emitter switch.
+_SMALL_OPTIONS: list[dict[str, Any]] = [
+    {"xla_backend_optimization_level": 1, "xla_cpu_use_fusion_emitters": False},
+    {"xla_backend_optimization_level": 0},
+]
 _DEVICE_DATA: dict[int, Any] = {}
 
 
@@ -258,7 +267,7 @@ def _losses(loss: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
 
 
 def _compile(forward: Callable[..., Any], optimizer: Any, loss: str, batch_size: int, n: int,
-             n_val: int, work: int) -> Any:
+             n_val: int, options: dict[str, Any] | None) -> Any:
     """One epoch as one jitted call, not yet compiled (``train`` lowers and compiles it ahead
     of time, so the cache holds the executable alone). ``forward(trainable, non_trainable, x,
     knobs, key, training) -> (logits, non_trainable)``; ``knobs`` are per-trial arguments of
@@ -306,8 +315,29 @@ def _compile(forward: Callable[..., Any], optimizer: Any, loss: str, batch_size:
         val_acc = jnp.mean(correct(y_val, logits))
         return trainable, non_trainable, opt_vars, jnp.sum(totals) / n, val_loss, val_acc
 
-    options = {"xla_backend_optimization_level": 0} if work < UNOPTIMIZED_BELOW else None
     return jax.jit(epoch, donate_argnums=(0, 1, 2), compiler_options=options)
+
+
+def _compiled(key: str, args: Any, code: list[type], forward: Callable[..., Any],
+              optimizer: Any, loss: str, batch_size: int, n: int, n_val: int, *,
+              small: bool) -> Any:
+    """The epoch compiled (and stored) with the options its size calls for."""
+    from studyhall.objectives import _executables
+    from studyhall.objectives._keras import jax_cache_dir
+
+    def store(options: dict[str, Any] | None) -> Any:
+        jitted = _compile(forward, optimizer, loss, batch_size, n, n_val, options)
+        return _executables.compile_and_store(jax_cache_dir(), key, args, code, jitted)
+
+    if not small:
+        return store(None)
+    while True:
+        try:
+            return store(_SMALL_OPTIONS[0])
+        except Exception as exc:  # jaxlib's XlaRuntimeError; only an unknown option is ours
+            if len(_SMALL_OPTIONS) == 1 or "No such compile option" not in str(exc):
+                raise
+            del _SMALL_OPTIONS[0]
 
 
 def _on_device(array: np.ndarray) -> Any:
@@ -378,8 +408,8 @@ def train(
         if fn is None:
             forward = _plain_forward(layout) if layout is not None else _keras_forward(model)
             work = model.count_params() * (6 * len(x) + 2 * len(x_val))
-            fn = _executables.compile_and_store(jax_cache_dir(), key, args, code, _compile(
-                forward, optimizer, loss, batch_size, len(x), len(x_val), work))
+            fn = _compiled(key, args, code, forward, optimizer, loss, batch_size, len(x),
+                           len(x_val), small=work < SMALL_BELOW)
             # Keep the executable, not what JAX cached to make it (jaxprs, MLIR, the model
             # and optimizer its closures hold: ~10 MB more per shape), and hand the
             # compiler's freed heap back to the OS.

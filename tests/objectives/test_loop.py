@@ -119,6 +119,37 @@ def test_dropout_masks_come_from_a_hash_independent_across_steps_and_layers():
     assert "threefry" not in lowered.as_text()
 
 
+def test_a_small_network_compiles_with_cheap_options_and_without_a_switch_this_xla_lacks(
+        monkeypatch):
+    used = []
+    real = _loop._compile
+
+    def compile_spy(*args):
+        used.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(_loop, "_compile", compile_spy)
+    monkeypatch.setattr(_keras, "_cache_dir", None)  # no stored epochs: every shape compiles
+    _loop._CACHE.clear()
+    first = _train(units=11)[0]
+    assert used == [_loop._SMALL_OPTIONS[0]]
+    assert used[0]["xla_cpu_use_fusion_emitters"] is False
+    # An XLA that does not know an option refuses the compile: the next settings are used, and
+    # kept for the rest of the process.
+    monkeypatch.setattr(_loop, "_SMALL_OPTIONS", [{"xla_no_such_switch": True},
+                                                  *_loop._SMALL_OPTIONS])
+    _loop._CACHE.clear()
+    used.clear()
+    assert _train(units=11)[0] == pytest.approx(first, rel=1e-5)
+    assert used == [{"xla_no_such_switch": True}, _loop._SMALL_OPTIONS[0]]
+    assert "xla_no_such_switch" not in str(_loop._SMALL_OPTIONS)
+    monkeypatch.setattr(_loop, "SMALL_BELOW", 0)  # "big": XLA's defaults
+    _loop._CACHE.clear()
+    used.clear()
+    _train(units=11)
+    assert used == [None]
+
+
 def _double(v):
     return v * 2
 
