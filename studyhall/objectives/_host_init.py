@@ -12,9 +12,10 @@ NumPy scalar of the variable's dtype first, inside the same blocks: JAX otherwis
 conversion per dtype and process, 20-60 ms each (measured here), two of a worker's first trial.
 
 Only Keras' own initializers are drawn here (variance scaling: Glorot, He, LeCun; uniform,
-normal, truncated normal, orthogonal, zeros, ones, constant), and only when built without a
-seed of their own; any other initializer, or one whose class overrides the drawing, is left to
-Keras. The layers keep their Keras initializers, so configs and saved models are unchanged. The
+normal, truncated normal, orthogonal, zeros, ones, constant; a seed generator's first state),
+and only when built without a seed of their own; any other initializer, or one whose class
+overrides the drawing, is left to Keras. The layers keep their Keras initializers, so configs
+and saved models are unchanged. The
 values follow the same distributions, not the same random streams: the session's generator
 (``_keras.new_session``) makes them reproducible from the trial's seed, on every backend alike.
 """
@@ -108,6 +109,9 @@ def values(initializer: Any, shape: tuple[int, ...], dtype: Any,
         return None
     kind = _kind(initializer, ki)
     if kind is None:
+        state = _seed_state(initializer)
+        with contextlib.suppress(TypeError, ValueError, OverflowError):
+            return None if state is None else np.asarray(state, dtype)
         return None
     if kind == "zeros":
         return np.zeros(shape, dtype)
@@ -130,6 +134,22 @@ def values(initializer: Any, shape: tuple[int, ...], dtype: Any,
             return None  # Keras' own error
         drawn = initializer.gain * _orthogonal(shape, rng)
     return np.asarray(drawn, dtype)
+
+
+def _seed_state(initializer: Any) -> list[int] | None:
+    """A Keras ``SeedGenerator``'s first state, ``[seed, 0]``, or None for anything else.
+
+    Its initializer is a closure over the seed that converts the list on the backend: one
+    compile per process, and again after every ``jax.clear_caches`` (``_loop`` clears them
+    after compiling a new shape), in every model with a Dropout layer.
+    """
+    code = getattr(initializer, "__code__", None)
+    if (code is None or getattr(initializer, "__qualname__", "")
+            != "SeedGenerator.__init__.<locals>.seed_initializer"):
+        return None
+    cells = dict(zip(code.co_freevars, initializer.__closure__ or (), strict=True))
+    seed = cells["seed"].cell_contents if "seed" in cells else None
+    return [seed, 0] if type(seed) is int else None
 
 
 def _kind(initializer: Any, ki: Any) -> str | None:

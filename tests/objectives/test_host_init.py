@@ -53,6 +53,16 @@ def test_constants_need_no_generator():
     assert values(ki.GlorotUniform(), (2, 2), "float32", None) is None
 
 
+def test_a_seed_generator_starts_from_its_seed_as_keras_starts_it():
+    k = _keras.keras()
+    with drawing(None):
+        ours = k.random.SeedGenerator(seed=1234).state
+    theirs = k.random.SeedGenerator(seed=1234).state
+    assert ours.dtype == theirs.dtype
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    np.testing.assert_array_equal(np.asarray(ours), [1234, 0])
+
+
 def test_what_keras_must_draw_is_left_to_keras():
     class Doubled(ki.GlorotUniform):
         def __call__(self, shape, dtype=None):
@@ -109,6 +119,7 @@ def test_a_new_weight_shape_compiles_nothing(caplog):
     jax.config.update("jax_log_compiles", True)
     try:
         with caplog.at_level(logging.WARNING, logger="jax"):
+            jax.clear_caches()  # as _loop does after compiling an epoch
             _keras.new_session(2)
             build(41, 3)
     finally:
