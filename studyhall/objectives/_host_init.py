@@ -15,9 +15,9 @@ Only Keras' own initializers are drawn here (variance scaling: Glorot, He, LeCun
 normal, truncated normal, orthogonal, zeros, ones, constant; a seed generator's first state),
 and only when built without a seed of their own; any other initializer, or one whose class
 overrides the drawing, is left to Keras. The layers keep their Keras initializers, so configs
-and saved models are unchanged. The
-values follow the same distributions, not the same random streams: the session's generator
-(``_keras.new_session``) makes them reproducible from the trial's seed, on every backend alike.
+and saved models are unchanged. The values follow the same distributions, not the same random
+streams: the session's generator (``_keras.new_session``) makes them reproducible from the
+trial's seed, on every backend alike.
 """
 
 from __future__ import annotations
