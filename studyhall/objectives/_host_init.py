@@ -109,10 +109,7 @@ def values(initializer: Any, shape: tuple[int, ...], dtype: Any,
         return None
     kind = _kind(initializer, ki)
     if kind is None:
-        state = _seed_state(initializer)
-        with contextlib.suppress(TypeError, ValueError, OverflowError):
-            return None if state is None else np.asarray(state, dtype)
-        return None
+        return _seed_state(initializer, dtype)
     if kind == "zeros":
         return np.zeros(shape, dtype)
     if kind == "ones":
@@ -136,7 +133,7 @@ def values(initializer: Any, shape: tuple[int, ...], dtype: Any,
     return np.asarray(drawn, dtype)
 
 
-def _seed_state(initializer: Any) -> list[int] | None:
+def _seed_state(initializer: Any, dtype: np.dtype) -> np.ndarray | None:
     """A Keras ``SeedGenerator``'s first state, ``[seed, 0]``, or None for anything else.
 
     Its initializer is a closure over the seed that converts the list on the backend: one
@@ -149,7 +146,11 @@ def _seed_state(initializer: Any) -> list[int] | None:
         return None
     cells = dict(zip(code.co_freevars, initializer.__closure__ or (), strict=True))
     seed = cells["seed"].cell_contents if "seed" in cells else None
-    return [seed, 0] if type(seed) is int else None
+    if type(seed) is not int:
+        return None
+    with contextlib.suppress(TypeError, ValueError, OverflowError):  # Keras' own error, then
+        return np.asarray([seed, 0], dtype)
+    return None
 
 
 def _kind(initializer: Any, ki: Any) -> str | None:
