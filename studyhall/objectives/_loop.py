@@ -295,8 +295,8 @@ def _compile(forward: Callable[..., Any], optimizer: Any, loss: str, batch_size:
         def step(carry: Any, batch: Any) -> Any:
             trainable, non_trainable, opt_vars = carry
             x, y, w, i = batch
-            # Raw (seed, counter) keys, as Keras' seed generators make them: deriving keys by
-            # hashing (fold_in) cost a second of compiling per network shape.
+            # Raw (seed, counter) keys, which the own forward pass hashes (``_mix``): deriving
+            # keys with JAX's fold_in (threefry) cost a second of compiling per network shape.
             key = jnp.stack([seeds[0], seeds[1] + i.astype(jnp.uint32)])
             (_, (non_trainable, total)), grads = grad(trainable, non_trainable, x, y, w, key)
             trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)

@@ -67,47 +67,43 @@ def test_the_cache_keeps_the_most_recently_used_shapes_within_its_layers(monkeyp
     assert len(_loop._CACHE) == 1  # the newest stays, whatever it costs
 
 
-def test_dropout_zeroes_its_share_of_units_and_scales_the_rest():
+def _dropout_net(width, rate):
+    """An identity perceptron with a Dropout between its layers: the forward pass, its
+    weights and its knobs."""
     k = _keras.keras()
-    width = 200
     model = k.Sequential([k.Input((width,)), k.layers.Dense(width, kernel_initializer="identity"),
-                          k.layers.Dropout(0.3),
+                          k.layers.Dropout(rate),
                           k.layers.Dense(width, kernel_initializer="identity")])
     layout = _loop._plain(model)
-    assert layout is not None and layout.rates == (0.0, 0.3)
-    forward = _loop._plain_forward(layout)
+    assert layout is not None and layout.rates == (0.0, rate)
     knobs = (np.array(layout.selected, np.int32), np.array(layout.rates, np.float32))
+    return _loop._plain_forward(layout), [v.value for v in model.trainable_variables], knobs
+
+
+def test_dropout_zeroes_its_share_of_units_and_scales_the_rest():
     import jax
 
-    x = np.ones((500, width), np.float32)
-    out, _ = forward([v.value for v in model.trainable_variables], [], x, knobs,
-                     jax.random.PRNGKey(0), True)
+    forward, weights, knobs = _dropout_net(200, 0.3)
+    x = np.ones((500, 200), np.float32)
+    out, _ = forward(weights, [], x, knobs, jax.random.PRNGKey(0), True)
     out = np.asarray(out)
     assert abs(float((out == 0).mean()) - 0.3) < 0.01
     np.testing.assert_allclose(out[out != 0], 1 / 0.7, rtol=1e-6)
-    kept, _ = forward([v.value for v in model.trainable_variables], [], x, knobs,
-                      jax.random.PRNGKey(0), False)
+    kept, _ = forward(weights, [], x, knobs, jax.random.PRNGKey(0), False)
     np.testing.assert_array_equal(np.asarray(kept), x)  # no dropout when not training
 
 
 def test_dropout_masks_come_from_a_hash_independent_across_steps_and_layers():
     import jax
 
-    k = _keras.keras()
-    width = 300
-    model = k.Sequential([k.Input((width,)), k.layers.Dense(width, kernel_initializer="identity"),
-                          k.layers.Dropout(0.5),
-                          k.layers.Dense(width, kernel_initializer="identity")])
-    layout = _loop._plain(model)
-    forward = _loop._plain_forward(layout)
-    knobs = (np.array(layout.selected, np.int32), np.array(layout.rates, np.float32))
-    weights = [v.value for v in model.trainable_variables]
-    x = np.ones((400, width), np.float32)
+    forward, weights, knobs = _dropout_net(300, 0.5)
+    x = np.ones((400, 300), np.float32)
 
     def dropped(key):
         out, _ = forward(weights, [], x, knobs, np.array(key, np.uint32), True)
         return np.asarray(out) == 0
 
+    # Another layer's key differs from this one's in its first word, as another trial's does.
     one, next_step, other_trial = dropped([7, 100]), dropped([7, 101]), dropped([8, 100])
     assert abs(one.mean() - 0.5) < 0.01
     for other in (next_step, other_trial):  # as if drawn apart: both dropped a quarter
