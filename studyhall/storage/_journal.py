@@ -21,7 +21,7 @@ import warnings
 from typing import Any
 
 from studyhall.errors import StorageError
-from studyhall.storage.heartbeat import Heartbeat, NeverBeaten, retry_callback
+from studyhall.storage.heartbeat import Heartbeat, NeverBeaten, optuna_beats, retry_callback
 from studyhall.storage.urls import StorageURL
 
 __all__ = ["HEARTBEAT_ATTR", "attr_heartbeat_mixin", "open_journal_storage", "redis_options"]
@@ -80,7 +80,7 @@ def attr_heartbeat_mixin() -> type:
             return stale + self._never_beaten.stale(study_id, unbeaten)
 
         def get_heartbeat_interval(self) -> int | None:
-            return self._heartbeat.interval if self._heartbeat else None
+            return self._heartbeat.interval if self._heartbeat and optuna_beats() else None
 
         def get_heartbeat_stale_trial_callback(self) -> Any:
             return self._retry

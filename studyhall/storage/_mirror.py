@@ -6,9 +6,9 @@ the database with its params, values and attributes: six queries each, ~27 of a 
 47 statements. All writes to a trial this process runs pass through this storage object, so a
 copy kept up to date here is exact. Writes still go to the database first (and still check
 there that the trial is RUNNING: a worker whose trial another worker failed as stale must
-not overwrite it), so durability is unchanged. When the trial finishes, only its times are
-read back (the database's own: MySQL keeps whole seconds), and the finished copy is handed to
-Optuna's cache once. A no-op TPE trial then takes 18 statements instead of 47. The reads this
+not overwrite it), so durability is unchanged. When the trial finishes, its last rows, its values
+and its state go in one transaction that reads back its times (the database's own: MySQL keeps
+whole seconds), and the finished copy is handed to Optuna's cache once. A no-op TPE trial then takes 18 statements instead of 47. The reads this
 module adds run outside a transaction on PostgreSQL (``_pool.read_connection``).
 
 A running trial's writes are batched too. Its reports (one per epoch) reach the database at most
@@ -170,8 +170,11 @@ class OwnTrialsMirror:
     def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
         own = self._own
         try:
-            self.write_pending(trial_id)
-            changed = bool(super().set_trial_state_values(trial_id, state, values))  # type: ignore[misc]
+            if state.is_finished() and trial_id in own:
+                changed = self._finish(trial_id, state, values)
+            else:
+                self.write_pending(trial_id)
+                changed = bool(super().set_trial_state_values(trial_id, state, values))  # type: ignore[misc]
         except BaseException:
             own.pop(trial_id, None)  # refused (another worker failed it as stale): read it back
             raise
@@ -179,26 +182,58 @@ class OwnTrialsMirror:
             if state.is_finished():
                 self._written_at.pop(trial_id, None)
                 self._deferred.discard(trial_id)
-        trial = own.get(trial_id)
-        if trial is None:
-            return changed
         if not changed:
-            del own[trial_id]
-        elif state.is_finished():
-            # Only the times are the database's own (MySQL keeps whole seconds): one small read.
-            trial.state = state
-            trial.values = None if values is None else [float(v) for v in values]
-            trial.datetime_start, trial.datetime_complete = self._times(trial_id)
+            own.pop(trial_id, None)
         return changed
 
-    def _times(self, trial_id: int) -> tuple[Any, Any]:
-        from optuna.storages._rdb import models
-        from sqlalchemy.orm import Session
+    def _finish(self, trial_id: int, state: Any, values: Any) -> bool:
+        """End this process's own trial: its pending rows, its values and its state in one
+        transaction, and its copy updated with the times as stored.
 
-        engine = self.engine  # type: ignore[attr-defined]
-        with read_connection(engine) as connection, Session(bind=connection) as session:
-            row = models.TrialModel.find_or_raise_by_id(trial_id, session)  # no relations loaded
-            return row.datetime_start, row.datetime_complete
+        Optuna's way took three (the pending rows, the state, a read of the times): 17-18% of
+        a worker's wall time with py-spy, and each one a wait for SQLite's write lock while
+        another worker holds it.
+        """
+        from datetime import datetime
+
+        import sqlalchemy
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with self._pending_lock:
+            pending = self._pending.pop(trial_id, None)
+        try:
+            with _create_scoped_session(self.scoped_session) as session:  # type: ignore[attr-defined]
+                row = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+                self.check_trial_is_updatable(trial_id, row.state)  # type: ignore[attr-defined]
+                if pending is not None:
+                    self._add_rows(session, trial_id, pending)
+                for objective, value in enumerate(values or ()):
+                    self._set_trial_value_without_commit(  # type: ignore[attr-defined]
+                        session, row, objective, value)
+                row.state = state
+                row.datetime_complete = datetime.now()
+                if session.bind.dialect.name == "mysql":  # it keeps whole seconds
+                    session.flush()
+                    session.refresh(row, ["_datetime_complete_utc"])
+                start, complete = row.datetime_start, row.datetime_complete
+        except sqlalchemy.exc.IntegrityError:
+            # A row another process wrote first: Optuna's way, the pending rows dropped as
+            # ``write_pending`` drops them; the copy goes, so the trial is read back.
+            del self._own[trial_id]
+            return bool(super().set_trial_state_values(trial_id, state, values))  # type: ignore[misc]
+        except Exception as exc:
+            from studyhall.storage import is_transient
+
+            if pending is not None and is_transient(exc):  # the next try writes them
+                with self._pending_lock:
+                    self._pending[trial_id] = pending.merge_under(self._pending.get(trial_id))
+            raise
+        trial = self._own[trial_id]
+        trial.state = state
+        trial.values = None if values is None else [float(v) for v in values]
+        trial.datetime_start, trial.datetime_complete = start, complete
+        return True
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, value: float) -> None:
         own = self._running_own(trial_id)

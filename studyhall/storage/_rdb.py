@@ -31,7 +31,7 @@ from typing import Any
 
 from studyhall.errors import StorageError
 from studyhall.storage._pool import ping_when_idle
-from studyhall.storage.heartbeat import Heartbeat, NeverBeaten, retry_callback
+from studyhall.storage.heartbeat import Heartbeat, NeverBeaten, optuna_beats, retry_callback
 from studyhall.storage.urls import StorageURL
 
 __all__ = ["open_rdb_storage"]
@@ -113,6 +113,9 @@ def _storage_class() -> type:
                             beat.trial_id.is_(None))
                 )
                 return [row[0] for row in rows]
+
+        def get_heartbeat_interval(self) -> int | None:
+            return self.heartbeat_interval if optuna_beats() else None
 
         def record_heartbeat(self, trial_id: int) -> None:
             try:

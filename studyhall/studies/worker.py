@@ -4,9 +4,9 @@ Every way of working on a study ends here: ``run`` in this process, each of ``ru
 processes, and ``studyhall worker`` on any machine. A worker reads the spec stored with the study,
 builds its sampler and pruner, and loops: under the storage's admission lock it counts finished
 (complete + pruned) and running trials; if the study needs another it starts one through
-``study.optimize`` (which runs the heartbeat thread and fails other workers' dead trials first);
-if every missing trial is already running elsewhere it waits, failing stale ones as their grace
-period ends, so a dead worker's trial is retried (Optuna queues a WAITING copy, which the next
+``study.optimize``, whose heartbeats a thread of the worker's records, while another fails other
+workers' dead trials every heartbeat interval; if every missing trial is already running
+elsewhere it waits, failing stale ones as their grace period ends, so a dead worker's trial is retried (Optuna queues a WAITING copy, which the next
 ``ask`` takes) and the study still ends with exactly its budget. Lost connections are waited out
 with back-off; SIGINT/SIGTERM fail the running trial, queue it again, and end the worker.
 """
@@ -43,7 +43,7 @@ from studyhall.storage import (
     open_storage,
     parse_url,
 )
-from studyhall.storage.heartbeat import retry_callback
+from studyhall.storage.heartbeat import own_heartbeats, retry_callback
 from studyhall.studies._progress import Progress, poll
 from studyhall.studies.pruners import build_pruner
 from studyhall.studies.results import StudyHandle, stored_spec
@@ -376,6 +376,41 @@ def _stale_watch(study: Any, interval: float, enabled: bool, lock: Any) -> Itera
         stop.set()
 
 
+@contextmanager
+def _beating(study: Any, func: _TrialFunction, interval: float, enabled: bool) -> Iterator[None]:
+    """While this worker runs, record the heartbeat of its current trial every ``interval``.
+
+    One thread for the worker's life, instead of Optuna's thread per trial that beats as the
+    trial starts: a trial shorter than ``interval`` (most breast-cancer trials) writes no
+    heartbeat at all, and a longer one its first within ``interval`` of its start, as often
+    as Optuna's after that. A beat that lands as the trial ends is harmless (stale checks read
+    RUNNING trials only).
+    """
+    import threading
+
+    if not enabled:
+        yield
+        return
+    stop = threading.Event()
+    storage = study._storage
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            trial = func.current
+            if trial is not None:
+                try:
+                    storage.record_heartbeat(trial._trial_id)
+                except Exception as exc:  # the storages log their own; never end the thread
+                    _logger.debug("heartbeat not recorded: %s", exc)
+
+    thread = threading.Thread(target=beat, name="studyhall-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
 def _requeue(study: Any, trial: Any, max_retry: int | None) -> str:
     """After an interrupt: make sure ``trial`` is FAIL and queue its copy; say what was done."""
     from optuna.trial import TrialState
@@ -478,7 +513,8 @@ def _work(
     deadline = None if timeout is None else time.monotonic() + timeout
     _logger.info("worker joined study %s on %s (target %s trials)", name, url.masked, target)
     watch_lock = admission_lock(storage, url, name, heartbeat.grace)  # the thread's own
-    with _stale_watch(study, heartbeat.interval, beating, watch_lock), _frozen_heap():
+    with _stale_watch(study, heartbeat.interval, beating, watch_lock), \
+            _beating(study, func, heartbeat.interval, beating), _frozen_heap():
         _loop(study, func, target, lock, beating, heartbeat, callbacks, deadline, url)
 
 
@@ -542,7 +578,8 @@ def _loop(study: Any, func: _TrialFunction, target: int | None, lock: Any, beati
                 time.sleep(POLL_S)
                 continue
             try:
-                study.optimize(func, n_trials=1, callbacks=callbacks, catch=(_TrialFailed,))
+                with own_heartbeats():  # ``_beating``'s thread and ``_stale_watch`` do them
+                    study.optimize(func, n_trials=1, callbacks=callbacks, catch=(_TrialFailed,))
             finally:
                 lock.release()
             outage = None

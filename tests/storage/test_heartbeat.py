@@ -76,3 +76,24 @@ def test_a_heartbeat_that_cannot_be_written_does_not_end_the_heartbeat_thread(sq
         con.execute("DROP TABLE trial_heartbeats")
     storage.record_heartbeat(12345)  # logged, not raised
     assert "heartbeat of trial id 12345 not recorded" in caplog.text
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "journal"])
+def test_optuna_runs_no_heartbeat_of_its_own_where_the_caller_beats(backend, request):
+    import threading
+
+    from studyhall.storage.heartbeat import own_heartbeats
+    from tests.conftest import storage_for
+
+    storage = open_storage(storage_for(backend, request), heartbeat=Heartbeat(interval=2, grace=7))
+    elsewhere = []
+    with own_heartbeats():
+        assert storage.get_heartbeat_interval() is None  # how Optuna's trial loop decides
+        with own_heartbeats():
+            pass
+        assert storage.get_heartbeat_interval() is None
+        thread = threading.Thread(target=lambda: elsewhere.append(storage.get_heartbeat_interval()))
+        thread.start()
+        thread.join()
+    assert elsewhere == [2]  # another thread's Optuna still beats
+    assert storage.get_heartbeat_interval() == 2

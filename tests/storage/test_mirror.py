@@ -251,3 +251,41 @@ def test_parameters_the_study_refuses_still_let_the_trial_fail(tmp_path):
     study.tell(trial, state=TrialState.FAIL)
     fresh = optuna.load_study(study_name="s", storage=optuna.storages.RDBStorage(url))
     assert fresh.trials[1].state == TrialState.FAIL and fresh.trials[1].params == {}
+
+
+def test_a_trial_ends_with_its_last_rows_in_one_transaction(url, study_name, monkeypatch):
+    from studyhall.storage import _mirror
+
+    monkeypatch.setattr(_mirror, "CURVE_FLUSH_S", 3600.0)
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name=study_name)
+    trial = study.ask()
+    storage.defer_writes(trial._trial_id)
+    trial.suggest_float("x", 0, 1)
+    trial.set_user_attr("seed", 3)
+    trial.report(0.1, 0)
+    trial.report(0.2, 1)
+    commits = _commits(storage)
+    before = commits[0]
+    study.tell(trial, 0.5)
+    assert commits[0] - before == 1  # the parameter, the attribute, the curve, value and state
+    fresh = optuna.load_study(study_name=study_name, storage=optuna.storages.RDBStorage(url))
+    assert [_fields(t) for t in study.get_trials()] == [_fields(t) for t in fresh.get_trials()]
+    assert fresh.trials[0].intermediate_values == {0: 0.1, 1: 0.2}
+    optuna.delete_study(study_name=study_name, storage=url)
+
+
+def test_a_trial_whose_pending_row_another_process_wrote_first_still_ends(tmp_path):
+    url = f"sqlite:///{tmp_path / 'first.db'}"
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name="s")
+    other = optuna.storages.RDBStorage(url)
+    trial = study.ask()
+    storage.defer_writes(trial._trial_id)
+    dist = optuna.distributions.FloatDistribution(0, 1)
+    trial.suggest_float("x", 0, 1)  # pending
+    other.set_trial_param(trial._trial_id, "x", 0.25, dist)  # the same row, written first
+    study.tell(trial, 0.5)
+    stored = optuna.load_study(study_name="s", storage=other).trials[0]
+    assert (stored.state, stored.value, stored.params) == (TrialState.COMPLETE, 0.5, {"x": 0.25})
+    assert [_fields(t) for t in study.get_trials()] == [_fields(stored)]

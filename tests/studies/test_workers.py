@@ -130,6 +130,32 @@ def test_a_killed_worker_s_trial_fails_within_the_grace_period_and_is_retried(
     assert len(failed.intermediate_values) >= 2  # it really died half-way
 
 
+def test_a_worker_beats_its_trials_from_one_thread_and_a_short_trial_not_at_all(
+        sqlite_url, study_name, monkeypatch):
+    import threading
+
+    import sqlalchemy
+
+    from studyhall import Heartbeat
+
+    started = []
+    start_thread = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start",
+                        lambda self: (started.append(self.name), start_thread(self))[1])
+    spec = slow_spec(study_name, 6, steps=5, step_s=0.01, first_step_s=0.6)  # trial 0: 3 s
+    handle = run_study(spec, storage=sqlite_url, heartbeat=Heartbeat(interval=1, grace=3))
+    assert [t.state.name for t in handle.trials()] == ["COMPLETE"] * 6
+    assert sorted(started) == ["studyhall-heartbeat", "studyhall-stale-watch"]  # none a trial
+    engine = sqlalchemy.create_engine(sqlite_url)
+    with engine.connect() as connection:
+        beaten = connection.execute(sqlalchemy.text(
+            "SELECT t.number, h.heartbeat, t.datetime_start FROM trial_heartbeats h "
+            "JOIN trials t ON t.trial_id = h.trial_id")).all()
+    engine.dispose()
+    assert [row[0] for row in beaten] == [0]  # the 3-second trial, beaten after its start
+    assert str(beaten[0][1]) > str(beaten[0][2])
+
+
 def _two_hundred_beale_trials(url: str, name: str, workers: int) -> str:
     """Run 200 Beale trials with ``workers`` processes; check the study; say how fast it went."""
     start_s = time.perf_counter()
