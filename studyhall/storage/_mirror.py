@@ -2,14 +2,15 @@
 
 Optuna's ``_CachedStorage`` caches finished trials only: while a trial runs, every sampler call
 (``study._get_trials``, three per no-op trial with TPE) and every ``get_trial`` re-reads it from
-the database with its params, values and attributes: six queries each, ~27 of a no-op trial's
-47 statements. All writes to a trial this process runs pass through this storage object, so a
-copy kept up to date here is exact. Writes still go to the database first (and still check
-there that the trial is RUNNING: a worker whose trial another worker failed as stale must
-not overwrite it), so durability is unchanged. When the trial finishes, its last rows, its values
-and its state go in one transaction that reads back its times (the database's own: MySQL keeps
-whole seconds), and the finished copy is handed to Optuna's cache once. A no-op TPE trial then takes 18 statements instead of 47. The reads this
-module adds run outside a transaction on PostgreSQL (``_pool.read_connection``).
+the database with its params, values and attributes: six queries each, ~27 of a no-op trial's 47
+statements. All writes to a trial this process runs pass through this storage object, so a copy
+kept up to date here is exact. Writes still go to the database first (and still check there that
+the trial is RUNNING: a worker whose trial another worker failed as stale must not overwrite it),
+so durability is unchanged. When the trial finishes, its last rows, its values and its state go in
+one transaction that reads back its times (the database's own: MySQL keeps whole seconds), and the
+finished copy is handed to Optuna's cache once. A no-op TPE trial then takes 18 statements instead
+of 47. The reads this module adds run outside a transaction on PostgreSQL
+(``_pool.read_connection``).
 
 A running trial's writes are batched too. Its reports (one per epoch) reach the database at most
 ``CURVE_FLUSH_S`` apart, in one transaction, and all of them before its state changes. A
@@ -213,7 +214,7 @@ class OwnTrialsMirror:
                         session, row, objective, value)
                 row.state = state
                 row.datetime_complete = datetime.now()
-                if session.bind.dialect.name == "mysql":  # it keeps whole seconds
+                if session.get_bind().dialect.name == "mysql":  # it keeps whole seconds
                     session.flush()
                     session.refresh(row, ["_datetime_complete_utc"])
                 start, complete = row.datetime_start, row.datetime_complete

@@ -5,10 +5,11 @@ processes, and ``studyhall worker`` on any machine. A worker reads the spec stor
 builds its sampler and pruner, and loops: under the storage's admission lock it counts finished
 (complete + pruned) and running trials; if the study needs another it starts one through
 ``study.optimize``, whose heartbeats a thread of the worker's records, while another fails other
-workers' dead trials every heartbeat interval; if every missing trial is already running
-elsewhere it waits, failing stale ones as their grace period ends, so a dead worker's trial is retried (Optuna queues a WAITING copy, which the next
-``ask`` takes) and the study still ends with exactly its budget. Lost connections are waited out
-with back-off; SIGINT/SIGTERM fail the running trial, queue it again, and end the worker.
+workers' dead trials every heartbeat interval; if every missing trial is already running elsewhere
+it waits, failing stale ones as their grace period ends, so a dead worker's trial is retried
+(Optuna queues a WAITING copy, which the next ``ask`` takes) and the study still ends with exactly
+its budget. Lost connections are waited out with back-off; SIGINT/SIGTERM fail the running trial,
+queue it again, and end the worker.
 """
 
 from __future__ import annotations
