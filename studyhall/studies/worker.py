@@ -339,9 +339,10 @@ def _recount(study: Any, target: int, lock: Any) -> None:
 def _stale_watch(study: Any, interval: float, enabled: bool, lock: Any) -> Iterator[None]:
     """While this worker runs, fail other workers' dead trials every heartbeat ``interval``.
 
-    Optuna looks for stale trials only when a worker starts a trial, so a dead worker's trial
-    would wait for the end of every live worker's current trial (minutes, for a Keras trial);
-    this thread makes the retry start within ``grace + interval`` of the death instead.
+    Optuna looks for stale trials only when a worker starts a trial (and not at all inside
+    ``own_heartbeats``), so a dead worker's trial would wait for the end of every live worker's
+    current trial (minutes, for a Keras trial); this thread makes the retry start within
+    ``grace + interval`` of the death instead.
 
     It holds ``lock`` (an admission lock of its own) from failing a trial to queueing its copy:
     an admission between the two saw one trial missing and no copy waiting, started a new trial
