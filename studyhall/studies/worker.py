@@ -582,6 +582,7 @@ def _loop(study: Any, func: _TrialFunction, target: int | None, lock: Any, beati
             try:
                 with own_heartbeats():  # ``_beating``'s thread and ``_stale_watch`` do them
                     study.optimize(func, n_trials=1, callbacks=callbacks, catch=(_TrialFailed,))
+                func.current = None  # over: nothing to beat (an interrupted one is requeued)
             finally:
                 lock.release()
             outage = None
