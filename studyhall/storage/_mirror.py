@@ -302,21 +302,26 @@ class OwnTrialsMirror:
     @staticmethod
     def _add_curve(session: Any, trial_id: int, curve: dict[int, float]) -> None:
         # Optuna's own per-report write, for many steps at once: one read of the steps already
-        # stored, instead of two queries per step (a 30-epoch curve held the database 15 ms,
-        # a whole trial's other writes together 12 ms).
+        # stored, then the new ones in one bulk insert. Optuna's two queries per step held the
+        # database 15 ms for a 30-epoch curve; an ORM object and an INSERT per step made a
+        # breast-cancer trial's end 4.8-5.0 ms, the bulk insert 3.2-3.6 ms (648 trials, 3 runs).
+        import sqlalchemy
         from optuna.storages._rdb import models
 
         stored = models.TrialIntermediateValueModel
         existing: dict[Any, Any] = {row.step: row for row in session.query(stored).filter(
             stored.trial_id == trial_id, stored.step.in_(list(curve)))}
+        rows = []
         for step, value in sorted(curve.items()):
             number, kind = stored.intermediate_value_to_stored_repr(value)
             row = existing.get(step)
             if row is None:
-                session.add(stored(trial_id=trial_id, step=step, intermediate_value=number,
-                                   intermediate_value_type=kind))
+                rows.append({"trial_id": trial_id, "step": step, "intermediate_value": number,
+                             "intermediate_value_type": kind})
             else:
                 row.intermediate_value, row.intermediate_value_type = number, kind
+        if rows:
+            session.execute(sqlalchemy.insert(stored), rows)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         if self._deferring(trial_id):
