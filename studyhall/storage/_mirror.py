@@ -191,9 +191,8 @@ class OwnTrialsMirror:
         """End this process's own trial: its pending rows, its values and its state in one
         transaction, and its copy updated with the times as stored.
 
-        Optuna's way took three (the pending rows, the state, a read of the times): 17-18% of
-        a worker's wall time with py-spy, and each one a wait for SQLite's write lock while
-        another worker holds it.
+        Optuna's way took three sessions (the pending rows, the state, a read of the times),
+        each write a wait of its own for SQLite's write lock while another worker holds it.
         """
         from datetime import datetime
 
