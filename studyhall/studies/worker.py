@@ -23,7 +23,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import numpy as np
@@ -336,7 +336,31 @@ def _recount(study: Any, target: int, lock: Any) -> None:
 
 
 @contextmanager
-def _stale_watch(study: Any, interval: float, enabled: bool, lock: Any) -> Iterator[None]:
+def _every(interval: float, enabled: bool, name: str, tick: Callable[[], None],
+           skipped: str) -> Iterator[None]:
+    """While inside, run ``tick`` in a daemon thread every ``interval`` seconds; an error is
+    logged as ``skipped`` and the next tick tries again (the thread never ends early)."""
+    if not enabled:
+        yield
+        return
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(interval):
+            try:
+                tick()
+            except Exception as exc:
+                _logger.debug("%s: %s", skipped, exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+def _stale_watch(study: Any, interval: float, enabled: bool,
+                 lock: Any) -> AbstractContextManager[None]:
     """While this worker runs, fail other workers' dead trials every heartbeat ``interval``.
 
     Optuna looks for stale trials only when a worker starts a trial (and not at all inside
@@ -346,40 +370,25 @@ def _stale_watch(study: Any, interval: float, enabled: bool, lock: Any) -> Itera
 
     It holds ``lock`` (an admission lock of its own) from failing a trial to queueing its copy:
     an admission between the two saw one trial missing and no copy waiting, started a new trial
-    instead of the retry, and left the copy WAITING in a finished study (1 run in 25 here).
+    instead of the retry, and left the copy WAITING in a finished study (1 run in 25 here). An
+    error (an outage) skips one check: the main loop waits it out.
     """
-    import threading
-
     from optuna.storages import fail_stale_trials
 
-    if not enabled:
-        yield
-        return
-    stop = threading.Event()
-
     def watch() -> None:
-        while not stop.wait(interval):
-            try:
-                lock.acquire()
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")  # "experimental" since Optuna 2.9
-                        fail_stale_trials(study)
-                finally:
-                    lock.release()
-            except Exception as exc:  # an outage: the main loop waits it out; look again later
-                _logger.debug("stale-trial check skipped: %s", exc)
+        lock.acquire()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "experimental" since Optuna 2.9
+                fail_stale_trials(study)
+        finally:
+            lock.release()
 
-    thread = threading.Thread(target=watch, name="studyhall-stale-watch", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
+    return _every(interval, enabled, "studyhall-stale-watch", watch, "stale-trial check skipped")
 
 
-@contextmanager
-def _beating(study: Any, func: _TrialFunction, interval: float, enabled: bool) -> Iterator[None]:
+def _beating(study: Any, func: _TrialFunction, interval: float,
+             enabled: bool) -> AbstractContextManager[None]:
     """While this worker runs, record the heartbeat of its current trial every ``interval``.
 
     One thread for the worker's life, instead of Optuna's thread per trial that beats as the
@@ -388,29 +397,14 @@ def _beating(study: Any, func: _TrialFunction, interval: float, enabled: bool) -
     as Optuna's after that. A beat that lands as the trial ends is harmless (stale checks read
     RUNNING trials only).
     """
-    import threading
-
-    if not enabled:
-        yield
-        return
-    stop = threading.Event()
     storage = study._storage
 
     def beat() -> None:
-        while not stop.wait(interval):
-            trial = func.current
-            if trial is not None:
-                try:
-                    storage.record_heartbeat(trial._trial_id)
-                except Exception as exc:  # the storages log their own; never end the thread
-                    _logger.debug("heartbeat not recorded: %s", exc)
+        trial = func.current
+        if trial is not None:
+            storage.record_heartbeat(trial._trial_id)  # the storages log their own failures
 
-    thread = threading.Thread(target=beat, name="studyhall-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
+    return _every(interval, enabled, "studyhall-heartbeat", beat, "heartbeat not recorded")
 
 
 def _requeue(study: Any, trial: Any, max_retry: int | None) -> str:
