@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import logging
 import math
 import os
 import random
 import sys
+import types
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -50,7 +53,7 @@ def keras() -> Any:
         import keras as _keras
 
         return _keras
-    with _imported_on_first_use(_PLOTTING), _collector_paused():
+    with _deferred(_DEFERRED), _collector_paused():
         if os.environ["KERAS_BACKEND"] == "jax":
             _inline_dispatch()
         import keras as _keras
@@ -64,25 +67,47 @@ def keras() -> Any:
 
 _configured = False
 
-_PLOTTING = ("matplotlib.pyplot", "matplotlib.patches")
-"""Imported by Keras' image-gallery helpers at its own import, used only when they plot:
-0.2-0.3 s of a worker's start here (a whole warm P3 search takes 2-8 s)."""
+_DEFERRED = ("matplotlib", "jax.experimental.pallas", "requests", "h5py")
+"""Packages Keras imports at its own import and uses only inside functions that plot, run
+TPU attention kernels, post to a monitor or save to HDF5: 0.4-0.6 s of a worker's 0.6-1.3 s
+Keras import here, where a whole warm P3 search takes under 2 s."""
 
 
-class _LazyFinder(importlib.abc.MetaPathFinder):
-    """Finds ``names`` as usual, with a loader that runs a module at its first attribute use."""
+class _Deferred(types.ModuleType):
+    """A stand-in for a module of ``_DEFERRED`` that imports the real one at its first use.
 
+    While Keras imports, it is an empty package: ``from pkg import sub`` then imports ``sub``
+    (another stand-in) instead of reading an attribute. Afterwards an attribute is read from
+    the real module, imported then.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        if _deferring:
+            raise AttributeError(name)
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+class _DeferredLoader(importlib.abc.Loader):
+    def create_module(self, spec: Any) -> types.ModuleType:
+        module = _Deferred(spec.name)
+        module.__path__ = []
+        return module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        pass
+
+
+class _DeferringFinder(importlib.abc.MetaPathFinder):
     def __init__(self, names: Sequence[str]) -> None:
-        self._names = set(names)
+        self._names = tuple(names)
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name not in self._names:
+        if not any(name == n or name.startswith(n + ".") for n in self._names):
             return None
-        self._names.discard(name)  # the search below must not find this finder again
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.loader is not None:
-            spec.loader = importlib.util.LazyLoader(spec.loader)
-        return spec
+        return importlib.machinery.ModuleSpec(name, _DeferredLoader(), is_package=True)
+
+
+_deferring = False
 
 
 @contextlib.contextmanager
@@ -100,15 +125,21 @@ def _collector_paused() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _imported_on_first_use(names: Sequence[str]) -> Iterator[None]:
-    """Inside, importing one of ``names`` (not yet imported) binds a module that loads when
-    first used (the standard library's ``LazyLoader``): the same module, later."""
-    finder = _LazyFinder([n for n in names if n not in sys.modules])
+def _deferred(names: Sequence[str]) -> Iterator[None]:
+    """Inside, importing one of ``names`` (or a submodule), not imported yet, binds a stand-in
+    (``_Deferred``); on the way out the stand-ins leave ``sys.modules``, so a later import is
+    a plain one, and a stand-in bound inside reads from the module that import makes."""
+    global _deferring
+    finder = _DeferringFinder([n for n in names if n not in sys.modules])
     sys.meta_path.insert(0, finder)
+    _deferring = True
     try:
         yield
     finally:
+        _deferring = False
         sys.meta_path.remove(finder)
+        for name in [n for n, m in sys.modules.items() if isinstance(m, _Deferred)]:
+            del sys.modules[name]
 
 
 def _inline_dispatch() -> None:

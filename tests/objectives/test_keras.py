@@ -12,24 +12,30 @@ import pytest
 from studyhall.objectives._keras import _collector_paused
 
 
-def test_keras_plotting_modules_load_on_first_use_and_then_work():
+def test_what_keras_uses_only_to_plot_save_h5_or_run_tpu_kernels_loads_on_first_use():
     code = (
-        "import sys; from studyhall.objectives._keras import _LazyFinder, keras; keras(); "
-        "print('LAZY', type(sys.modules['matplotlib.pyplot']).__name__); "
-        "print('FINDERS', sum(isinstance(f, _LazyFinder) for f in sys.meta_path)); "
+        "import sys; from studyhall.objectives._keras import _DeferringFinder, keras; keras(); "
+        "print('LOADED', sorted(n for n in ('matplotlib', 'h5py', 'requests', "
+        "'jax.experimental.pallas') if n in sys.modules)); "
+        "print('FINDERS', sum(isinstance(f, _DeferringFinder) for f in sys.meta_path)); "
         "import gc; print('COLLECTOR', gc.isenabled()); "
         "from keras.src.visualization import plot_image_gallery as gallery; "
+        "from keras.src.legacy.saving import legacy_h5_format as h5; "
+        "from keras.src.backend.jax import nn; "
         "import matplotlib.pyplot as plt; fig, ax = plt.subplots(); "
         "print('USED', type(fig).__name__, type(gallery.plt.gcf()).__name__, "
-        "type(sys.modules['matplotlib.pyplot']).__name__)"
+        "type(sys.modules['matplotlib.pyplot']).__name__, h5.h5py.File.__name__, "
+        "nn.splash_attention_mask.NumpyMask.__name__, "
+        "gallery.plt.subplots is plt.subplots)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "MPLBACKEND": "Agg"})
+                            timeout=300, env={**os.environ, "MPLBACKEND": "Agg",
+                                              "KERAS_BACKEND": "jax"})
     out = result.stdout
-    assert "LAZY _LazyModule" in out, out + result.stderr
+    assert "LOADED []" in out, out + result.stderr
     assert "FINDERS 0" in out  # gone once Keras is in: later imports are plain ones
     assert "COLLECTOR True" in out  # paused for the import only
-    assert "USED Figure Figure module" in out, out + result.stderr
+    assert "USED Figure Figure module File NumpyMask True" in out, out + result.stderr
 
 
 @pytest.mark.parametrize("enabled", [True, False])
