@@ -156,3 +156,27 @@ def kill_session(url: str, lock) -> None:
             con.commit()
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def new_database(request, tmp_path, study_name):
+    """A URL to a database with no tables yet: a new file, or a new database on the server."""
+    import sqlalchemy
+
+    backend = request.param
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'new.db'}"
+        return
+    server = request.getfixturevalue(SERVER_URL_FIXTURES[backend])
+    name = "studyhall_new_" + study_name.replace("-", "_")
+    admin = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as con:
+        con.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    try:
+        yield sqlalchemy.engine.make_url(server).set(database=name).render_as_string(
+            hide_password=False)
+    finally:
+        force = " WITH (FORCE)" if backend == "postgresql" else ""  # a session left behind
+        with admin.connect() as con:
+            con.execute(sqlalchemy.text(f"DROP DATABASE {name}{force}"))
+        admin.dispose()

@@ -81,6 +81,7 @@ def _storage_class() -> type:
     from optuna.storages import RDBStorage
 
     from studyhall.storage._mirror import OwnTrialsMirror
+    from studyhall.storage._versions import optuna_versions_without_alembic
     from studyhall.storage._writes import OneStatementWrites
 
     class HeartbeatRDBStorage(OwnTrialsMirror, OneStatementWrites, RDBStorage):
@@ -89,7 +90,8 @@ def _storage_class() -> type:
         writes a parameter or attribute in one statement (``_writes.py``)."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
+            with optuna_versions_without_alembic():
+                super().__init__(*args, **kwargs)
             # Optuna's own default grace: two heartbeats.
             grace = self.grace_period or 2 * (self.heartbeat_interval or 0)
             self._never_beaten = NeverBeaten(grace)
@@ -200,6 +202,8 @@ def open_rdb_storage(
             f"the driver for {url.masked} is not installed; pip install 'studyhall[{extra}]'."
         ) from exc
     except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise StorageError(f"cannot use storage {url.masked}: {_reason(exc)}") from exc
+    except RuntimeError as exc:  # Optuna's schema check: tables of another Optuna version
         raise StorageError(f"cannot use storage {url.masked}: {_reason(exc)}") from exc
     if url.path is not None:  # a file; an in-memory database would vanish with dispose()
         sqlalchemy.event.listen(storage.engine, "connect", _sqlite_on_connect)

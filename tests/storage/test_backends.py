@@ -8,7 +8,7 @@ import pytest
 
 from studyhall import StorageError, list_studies, open_study, run_study
 from studyhall.storage import open_storage
-from tests.conftest import SERVER_URL_FIXTURES, beale_spec
+from tests.conftest import beale_spec
 
 
 def _delete(url: str, name: str) -> None:
@@ -79,30 +79,6 @@ def _open_at_the_barrier(url: str, barrier, results) -> None:
         results.put("ok")
     except Exception as exc:
         results.put(f"{type(exc).__name__}: {exc}")
-
-
-@pytest.fixture
-def new_database(request, tmp_path, study_name):
-    """A URL to a database with no tables yet: a new file, or a new database on the server."""
-    import sqlalchemy
-
-    backend = request.param
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'new.db'}"
-        return
-    server = request.getfixturevalue(SERVER_URL_FIXTURES[backend])
-    name = "studyhall_new_" + study_name.replace("-", "_")
-    admin = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as con:
-        con.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-    try:
-        yield sqlalchemy.engine.make_url(server).set(database=name).render_as_string(
-            hide_password=False)
-    finally:
-        force = " WITH (FORCE)" if backend == "postgresql" else ""  # a session left behind
-        with admin.connect() as con:
-            con.execute(sqlalchemy.text(f"DROP DATABASE {name}{force}"))
-        admin.dispose()
 
 
 @pytest.mark.parametrize("new_database", ["sqlite", "postgresql", "mysql"], indirect=True)
