@@ -54,13 +54,18 @@ def keras() -> Any:
 
         return _keras
     with _deferred(_DEFERRED), _collector_paused():
-        if os.environ["KERAS_BACKEND"] == "jax":
+        jax_backend = os.environ["KERAS_BACKEND"] == "jax"
+        if jax_backend:
             _inline_dispatch()
+            _persistent_compile_cache()
+            if os.environ.get("STUDYHALL_TRAINING_LOOP") != "fit":
+                from studyhall.objectives import _executables
+
+                _executables.prefetch(_cache_dir)  # beside the rest of this import
         import keras as _keras
 
         _configured = True
-        if _keras.backend.backend() == "jax":
-            _persistent_compile_cache()
+        if jax_backend:
             _no_tensorflow_for_serialization()
     return _keras
 

@@ -418,6 +418,7 @@ def train(
         _CACHE[key] = (fn, max(1, sum(1 for layer in model.layers if layer.weights)))
         while len(_CACHE) > 1 and sum(n for _, n in _CACHE.values()) > _CACHE_LAYERS:
             _CACHE.popitem(last=False)
+            _executables.forget_prefetched()  # a study of more shapes than fit: they may be stale
     else:
         fn = cached[0]
         _CACHE.move_to_end(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,10 @@ def epoch_store(tmp_path, monkeypatch):
     _keras.keras()
     monkeypatch.setattr(_keras, "_cache_dir", str(tmp_path))
     _loop._CACHE.clear()
+    _executables.forget_prefetched()
     yield tmp_path / "epochs"
     _loop._CACHE.clear()
+    _executables.forget_prefetched()
 
 
 def _refuse_compiles(monkeypatch):
@@ -142,3 +145,53 @@ def test_threads_compiling_at_once_leave_jax_s_cache_switch_as_it_was(tmp_path):
         assert jax.config.values["jax_enable_compilation_cache"] is True
     finally:
         jax.config.update("jax_enable_compilation_cache", before)
+
+
+def _new_file(store: Path, before: set[Path]) -> Path:
+    (path,) = set(store.glob("*.pickle")) - before
+    return path
+
+
+def test_a_process_loads_the_epochs_used_last_ahead_and_a_trial_takes_its_own(epoch_store,
+                                                                              monkeypatch):
+    files = {}
+    for units in (5, 6, 7):
+        before = set(epoch_store.glob("*.pickle"))
+        losses = _train(units=units)[0]
+        files[units] = (_new_file(epoch_store, before), losses)
+    for when, units in enumerate((7, 5, 6)):  # used last: 6, then 5
+        os.utime(files[units][0], (1_000_000 + when, 1_000_000 + when))
+    _loop._CACHE.clear()
+    _executables.prefetch(str(epoch_store.parent), limit=2)
+    assert set(_executables._prefetched) == {str(files[6][0]), str(files[5][0])}
+    for future in list(_executables._prefetched.values()):
+        assert future.result() is not None
+
+    def read_again(path):
+        raise AssertionError(f"{path.name} read again, though it was loaded ahead")
+
+    monkeypatch.setattr(_executables, "_deserialize", read_again)
+    _refuse_compiles(monkeypatch)
+    assert _train(units=6)[0] == files[6][1]
+    assert set(_executables._prefetched) == {str(files[5][0])}
+    assert files[6][0].stat().st_mtime > 1_000_002  # used now: first to load next time
+
+
+def test_epochs_loaded_ahead_that_no_trial_took_go_once_the_cache_is_full(epoch_store,
+                                                                         monkeypatch):
+    _train(units=5)
+    _loop._CACHE.clear()
+    _executables.prefetch(str(epoch_store.parent))
+    assert len(_executables._prefetched) == 1
+    monkeypatch.setattr(_loop, "_CACHE_LAYERS", 3)  # one 2-layer network and its output
+    _train(units=6)  # a new shape: compiled; the cache holds it alone
+    assert len(_executables._prefetched) == 1
+    _train(units=7)  # the cache is full: the oldest goes, and what was loaded ahead with it
+    assert not _executables._prefetched
+
+
+def test_nothing_is_loaded_ahead_without_a_store(tmp_path):
+    _executables.forget_prefetched()
+    _executables.prefetch(None)
+    _executables.prefetch(str(tmp_path))  # no epochs/ yet
+    assert not _executables._prefetched
