@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from studyhall.objectives._keras import _collector_paused
+from studyhall.objectives._keras import _collector_paused, _deferred
 
 
 def test_what_keras_uses_only_to_plot_save_h5_or_run_tpu_kernels_loads_on_first_use():
@@ -36,6 +36,12 @@ def test_what_keras_uses_only_to_plot_save_h5_or_run_tpu_kernels_loads_on_first_
     assert "FINDERS 0" in out  # gone once Keras is in: later imports are plain ones
     assert "COLLECTOR True" in out  # paused for the import only
     assert "USED Figure Figure module File NumpyMask True" in out, out + result.stderr
+
+
+def test_a_deferred_package_that_is_not_installed_stays_missing():
+    with _deferred(["studyhall_no_such_package"]), pytest.raises(ImportError):
+        import studyhall_no_such_package  # noqa: F401 - Keras' "try: import ... except"
+    assert "studyhall_no_such_package" not in sys.modules
 
 
 @pytest.mark.parametrize("enabled", [True, False])
