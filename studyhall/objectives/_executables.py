@@ -144,7 +144,7 @@ def prefetch(directory: str | None, limit: int = PREFETCH) -> None:
         files = sorted((Path(directory) / "epochs").glob("*.pickle"), key=used, reverse=True)
     except OSError:
         return
-    if not files[:limit]:
+    if not files:
         return
     pool = ThreadPoolExecutor(1, thread_name_prefix="studyhall-prefetch")
     for path in files[:limit]:

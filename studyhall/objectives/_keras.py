@@ -56,12 +56,12 @@ def keras() -> Any:
     with _deferred(_DEFERRED), _collector_paused():
         jax_backend = os.environ["KERAS_BACKEND"] == "jax"
         if jax_backend:
-            _inline_dispatch()
             _persistent_compile_cache()
-            if os.environ.get("STUDYHALL_TRAINING_LOOP") != "fit":
-                from studyhall.objectives import _executables
+        if jax_backend and not _fit_asked():  # the compiled loop
+            from studyhall.objectives import _executables
 
-                _executables.prefetch(_cache_dir)  # beside the rest of this import
+            _inline_dispatch()
+            _executables.prefetch(_cache_dir)  # beside the rest of this import
         import keras as _keras
 
         _configured = True
@@ -161,8 +161,6 @@ def _inline_dispatch() -> None:
     Set before JAX creates its CPU client; ``model.fit`` (``STUDYHALL_TRAINING_LOOP=fit``)
     keeps JAX's default, since it queues steps ahead.
     """
-    if os.environ.get("STUDYHALL_TRAINING_LOOP") == "fit":
-        return
     import jax
 
     jax.config.update("jax_cpu_enable_async_dispatch", False)
@@ -264,7 +262,11 @@ _libc: Any = None  # glibc's malloc_trim, once looked up; False where there is n
 
 def _fit_loop() -> bool:
     """Train with ``model.fit``: on backends other than JAX, or when asked to (benchmarks)."""
-    return keras().backend.backend() != "jax" or os.environ.get("STUDYHALL_TRAINING_LOOP") == "fit"
+    return keras().backend.backend() != "jax" or _fit_asked()
+
+
+def _fit_asked() -> bool:
+    return os.environ.get("STUDYHALL_TRAINING_LOOP") == "fit"
 
 
 def new_session(seed: int) -> None:
