@@ -7,9 +7,9 @@ clears, so the next model build recompiles Keras' initialiser operations (100-16
 Each worker process pays that once per network shape, and two workers on one study pay it
 twice. Here the executable is stored under ``_loop``'s own signature of the network (plus the
 argument shapes, the source of this module, of ``_loop`` and of every class whose code the
-epoch runs: layers, optimizer, learning-rate schedule; the library versions, XLA's flags and the
-processor), so a worker that meets a shape another worker, or an earlier run, compiled loads it
-without tracing anything.
+epoch runs: layers, optimizer, learning-rate schedule; the library versions, the compile
+options and the XLA flags they leave in force, the processor), so a worker that meets a shape
+another worker, or an earlier run, compiled loads it without tracing anything.
 
 The files live in ``epochs/`` of the persistent cache directory (``STUDYHALL_JAX_CACHE``; ``off``
 disables both). They are pickles, trusted as JAX trusts its own cache directory; one that cannot
@@ -37,7 +37,7 @@ import os
 import pickle
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -71,9 +71,23 @@ def _environment() -> str:
     except OSError:
         flags = platform.processor()
     parts = [hashlib.sha256(sources).hexdigest(), jax.__version__, jaxlib.__version__,
-             keras.__version__, jax.devices()[0].client.platform_version,
-             os.environ.get("XLA_FLAGS", ""), platform.machine(), flags]
+             keras.__version__, jax.devices()[0].client.platform_version, platform.machine(),
+             flags]
     return "\n".join(parts)
+
+
+def _xla_settings(options: Mapping[str, Any] | None) -> str:
+    """The compile options, and the ``XLA_FLAGS`` they leave in force.
+
+    A flag the options set is not part of the key: ``limit_threads`` turns Eigen's threads off
+    in the flags of ``run --workers N``'s processes, and a small network, compiled without them
+    whatever the flags say, then shares its file with a one-worker run (it compiled every
+    shape again, both workers at once, in the first ``run --workers 2`` after a ``run``).
+    """
+    options = dict(options or {})
+    flags = [flag for flag in os.environ.get("XLA_FLAGS", "").split()
+             if flag.lstrip("-").split("=", 1)[0] not in options]
+    return f"{' '.join(flags)}\n{sorted(options.items())!r}"
 
 
 @functools.cache
@@ -87,23 +101,26 @@ def _source(cls: type) -> str:
         return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _path(directory: str, signature: str, args: Any, code: Sequence[type]) -> Path:
+def _path(directory: str, signature: str, args: Any, code: Sequence[type],
+          options: Mapping[str, Any] | None = None) -> Path:
     import jax
 
     leaves, tree = jax.tree_util.tree_flatten(args)
     shapes = [(getattr(a, "shape", ()), str(getattr(a, "dtype", type(a).__name__)))
               for a in leaves]
     sources = sorted({_source(cls) for cls in code})
-    key = "\n".join([_environment(), signature, str(tree), repr(shapes), *sources])
+    key = "\n".join([_environment(), _xla_settings(options), signature, str(tree),
+                     repr(shapes), *sources])
     return Path(directory) / "epochs" / (hashlib.sha256(key.encode()).hexdigest() + ".pickle")
 
 
-def load(directory: str | None, signature: str, args: Any, code: Sequence[type]) -> Any:
-    """The compiled epoch stored for ``signature``, these example ``args`` and the classes of
-    ``code``, or None."""
+def load(directory: str | None, signature: str, args: Any, code: Sequence[type],
+         options: Mapping[str, Any] | None = None) -> Any:
+    """The compiled epoch stored for ``signature``, these example ``args``, the classes of
+    ``code`` and these compile ``options``, or None."""
     if directory is None:
         return None
-    path = _path(directory, signature, args, code)
+    path = _path(directory, signature, args, code, options)
     future = _prefetched.pop(str(path), None)
     compiled = future.result() if future is not None else None
     if compiled is None:
@@ -163,8 +180,9 @@ _CACHE_SWITCH = threading.Lock()
 
 
 def compile_and_store(directory: str | None, signature: str, args: Any, code: Sequence[type],
-                      jitted: Any) -> Any:
-    """Compile ``jitted`` for ``args``; keep it for the next process that meets ``signature``."""
+                      jitted: Any, options: Mapping[str, Any] | None = None) -> Any:
+    """Compile ``jitted`` (jitted with the compile ``options``) for ``args``; keep it for the
+    next process that meets ``signature``."""
     if directory is None:
         return jitted.lower(*args).compile()
     import jax
@@ -181,7 +199,7 @@ def compile_and_store(directory: str | None, signature: str, args: Any, code: Se
         finally:
             jax.config.update("jax_enable_compilation_cache", enabled)
             compilation_cache.reset_cache()
-    path = _path(directory, signature, args, code)
+    path = _path(directory, signature, args, code, options)
     try:
         blob = pickle.dumps(serialize_executable.serialize(compiled))
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -55,10 +55,14 @@ _CACHE: OrderedDict[str, tuple[Any, int]] = OrderedDict()
 # (this module's earlier choice) 0.68-0.71 s and 15.1-15.8 ms. Bigger networks (MNIST) keep
 # XLA's defaults.
 SMALL_BELOW = 20_000_000
-# The first that this XLA knows is used; the second for one without the emitter switch.
+# The first that this XLA knows is used; the second for one without the emitter switch. Both
+# keep Eigen single-threaded, as ``limit_threads`` does for N workers: a small network's matrix
+# products gain nothing from a second thread (one worker ran 216 trials as fast either way),
+# and a compiled epoch that does not depend on that flag serves one worker and N alike.
 _SMALL_OPTIONS: list[dict[str, Any]] = [
-    {"xla_backend_optimization_level": 1, "xla_cpu_use_fusion_emitters": False},
-    {"xla_backend_optimization_level": 0},
+    {"xla_backend_optimization_level": 1, "xla_cpu_use_fusion_emitters": False,
+     "xla_cpu_multi_thread_eigen": False},
+    {"xla_backend_optimization_level": 0, "xla_cpu_multi_thread_eigen": False},
 ]
 _DEVICE_DATA: dict[int, Any] = {}
 
@@ -327,7 +331,8 @@ def _compiled(key: str, args: Any, code: list[type], forward: Callable[..., Any]
 
     def store(options: dict[str, Any] | None) -> Any:
         jitted = _compile(forward, optimizer, loss, batch_size, n, n_val, options)
-        return _executables.compile_and_store(jax_cache_dir(), key, args, code, jitted)
+        return _executables.compile_and_store(jax_cache_dir(), key, args, code, jitted,
+                                              options)
 
     if not small:
         return store(None)
@@ -404,12 +409,13 @@ def train(
         # the file of a process whose first trial had none (6 of 15 files in P3's runs).
         layers = [] if layout is not None else [type(layer) for layer in model.layers]
         code = layers + [type(optimizer), type(getattr(optimizer, "_learning_rate", None))]
-        fn = _executables.load(jax_cache_dir(), key, args, code)
+        small = model.count_params() * (6 * len(x) + 2 * len(x_val)) < SMALL_BELOW
+        fn = _executables.load(jax_cache_dir(), key, args, code,
+                               _SMALL_OPTIONS[0] if small else None)
         if fn is None:
             forward = _plain_forward(layout) if layout is not None else _keras_forward(model)
-            work = model.count_params() * (6 * len(x) + 2 * len(x_val))
             fn = _compiled(key, args, code, forward, optimizer, loss, batch_size, len(x),
-                           len(x_val), small=work < SMALL_BELOW)
+                           len(x_val), small=small)
             # Keep the executable, not what JAX cached to make it (jaxprs, MLIR, the model
             # and optimizer its closures hold: ~10 MB more per shape), and hand the
             # compiler's freed heap back to the OS.

@@ -39,7 +39,7 @@ from typing import Any
 from optuna.trial import TrialState
 
 from studyhall.storage._pool import read_connection
-from studyhall.storage._trials import load_study_trials, load_trials_by_id
+from studyhall.storage._trials import LOAD_CHUNK, load_study_trials, load_trials_by_id
 from studyhall.storage._writes import attr_row, param_row, upsert
 
 __all__ = ["OwnTrialsMirror"]
@@ -115,7 +115,11 @@ class OwnTrialsMirror:
             if trial.state.is_finished():
                 del own[trial._trial_id]
         others = ids - {t._trial_id for t in mine}
-        if others:
+        if len(others) > LOAD_CHUNK:  # a first look at a big study: by range, not by id
+            mine += [t for t in load_study_trials(
+                self.engine, study_id, None, included, trial_id_greater_than)  # type: ignore[attr-defined]
+                if t._trial_id in others]
+        elif others:
             mine += self._load(sorted(others))
         return sorted(mine, key=lambda t: t._trial_id)
 

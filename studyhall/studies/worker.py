@@ -96,9 +96,7 @@ def limit_threads(threads: int) -> None:
     if threads == 1:
         flags = os.environ.get("XLA_FLAGS", "")
         if "xla_cpu_multi_thread_eigen" not in flags:
-            os.environ["XLA_FLAGS"] = (
-                f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
-            )
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
 
 
 class _TrialFailed(Exception):
@@ -470,6 +468,7 @@ def _work(
     """One worker's loop (see the module docstring); ``n_trials`` is the study's total."""
     import optuna
 
+    from studyhall.storage._cache import trial_cache
     from studyhall.storage._tally import tally_trials
 
     heartbeat = heartbeat or Heartbeat.resolve()
@@ -491,7 +490,7 @@ def _work(
     sampler = build_sampler(spec.sampler.name, spec.sampler.options, seed=seed, grid=spec.grid)
     study = optuna.load_study(
         study_name=name,
-        storage=storage,
+        storage=trial_cache(storage),  # Optuna's cache, minus a sync before every trial
         sampler=sampler,
         pruner=build_pruner(spec.pruner.name, spec.pruner.options),
     )

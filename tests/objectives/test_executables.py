@@ -61,6 +61,34 @@ def test_a_shape_stored_without_dropout_serves_the_same_shape_with_dropout(epoch
     assert len(list(epoch_store.glob("*.pickle"))) == 1
 
 
+def test_a_small_network_s_file_serves_a_worker_whose_flags_turn_eigen_s_threads_off(
+        epoch_store, monkeypatch):
+    # ``limit_threads`` sets that flag in the processes of ``run --workers N``; a small
+    # network is compiled without those threads anyway, so one file serves 1 worker and N.
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    losses = _train(units=5)[0]
+    _loop._CACHE.clear()
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+    _refuse_compiles(monkeypatch)
+    assert _train(units=5)[0] == losses
+    assert len(list(epoch_store.glob("*.pickle"))) == 1
+
+
+def test_the_flags_the_compile_options_leave_in_force_name_the_file(tmp_path, monkeypatch):
+    args = (np.zeros(3, np.float32),)
+    small = {"xla_cpu_multi_thread_eigen": False}
+
+    def path(flags, options):
+        monkeypatch.setenv("XLA_FLAGS", flags)
+        return _executables._path(str(tmp_path), "signature", args, (), options)
+
+    assert path("--xla_cpu_multi_thread_eigen=false", small) == path("", small)
+    assert path("--xla_cpu_multi_thread_eigen=false", None) != path("", None)  # a big network
+    assert path("--xla_cpu_enable_fast_math=true", small) != path("", small)
+    assert path("", small) != path("", None)
+    assert path("", small) != path("", {"xla_cpu_multi_thread_eigen": True})
+
+
 def test_an_unreadable_file_is_compiled_again_and_replaced(epoch_store, monkeypatch):
     losses = _train(units=5)[0]
     (path,) = epoch_store.glob("*.pickle")

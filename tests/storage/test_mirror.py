@@ -10,6 +10,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from studyhall.storage import open_storage
+from studyhall.storage._cache import trial_cache
 from tests.conftest import storage_for
 
 
@@ -88,6 +89,28 @@ def test_other_workers_trials_are_seen_while_they_run(tmp_path):
     other.tell(running_other, 2.0)
     mine.tell(running_mine, 1.0)
     assert [t.value for t in mine.get_trials()] == [1.0, 2.0]
+
+
+def test_a_first_look_at_many_others_trials_during_a_trial_reads_them_by_range(
+        tmp_path, monkeypatch):
+    from studyhall.storage import _mirror
+
+    url = f"sqlite:///{tmp_path / 'many.db'}"
+    other = optuna.create_study(storage=open_storage(url), study_name="s")
+    other.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=_mirror.LOAD_CHUNK + 5)
+    # A worker's cache asks nothing before its trial exists (``_cache.py``): the first
+    # question comes from the sampler, during the trial.
+    mine = optuna.load_study(study_name="s", storage=trial_cache(open_storage(url)))
+    running = mine.ask()
+    by_id: list[int] = []
+    load = _mirror.load_trials_by_id
+    monkeypatch.setattr(_mirror, "load_trials_by_id",
+                        lambda engine, ids: by_id.extend(ids) or load(engine, ids))
+    seen = mine.get_trials()
+    assert not by_id  # one select per table over the range, not 2 x 6 by id lists
+    fresh = optuna.load_study(study_name="s", storage=optuna.storages.RDBStorage(url))
+    assert [_fields(t) for t in seen[:-1]] == [_fields(t) for t in fresh.get_trials()[:-1]]
+    assert seen[-1].number == running.number and seen[-1].state == TrialState.RUNNING
 
 
 def test_a_trial_queued_here_and_run_elsewhere_is_seen_as_it_is(tmp_path):
