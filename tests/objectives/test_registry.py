@@ -13,7 +13,22 @@ def test_beale_is_zero_at_its_minimum_and_positive_elsewhere():
 
 
 def test_builtins_are_registered():
-    assert {"beale", "breast_cancer"} <= set(objective_names())
+    assert {"beale", "breast_cancer", "mnist", "synthetic"} <= set(objective_names())
+
+
+def test_a_builtin_is_looked_up_without_importing_the_others():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from studyhall.objectives import get_objective, objective_names; "
+        "get_objective('breast_cancer'); print('MNIST', 'studyhall.objectives.mnist' in "
+        "sys.modules); print('NAMES', *objective_names())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    assert "MNIST False" in out, out
+    assert "NAMES beale breast_cancer mnist synthetic" in out, out
 
 
 def test_a_module_function_path_resolves():
