@@ -29,8 +29,8 @@ __all__ = ["trial_cache"]
 class _TrialCache(_CachedStorage):
     def get_all_trials(self, study_id: int, deepcopy: bool = True,
                        states: Container[TrialState] | None = None) -> list[Any]:
-        if (isinstance(states, tuple) and states == (TrialState.WAITING,)
-                and not tally_trials(self._backend, study_id).counts["WAITING"]):
+        if states == (TrialState.WAITING,) and not tally_trials(
+                self._backend, study_id).counts["WAITING"]:
             return []
         return super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
 

@@ -116,9 +116,9 @@ class OwnTrialsMirror:
                 del own[trial._trial_id]
         others = ids - {t._trial_id for t in mine}
         if len(others) > LOAD_CHUNK:  # a first look at a big study: by range, not by id
-            mine += [t for t in load_study_trials(
-                self.engine, study_id, None, included, trial_id_greater_than)  # type: ignore[attr-defined]
-                if t._trial_id in others]
+            ranged = load_study_trials(self.engine, study_id, None,  # type: ignore[attr-defined]
+                                       included, trial_id_greater_than)
+            mine += [t for t in ranged if t._trial_id in others]
         elif others:
             mine += self._load(sorted(others))
         return sorted(mine, key=lambda t: t._trial_id)
