@@ -67,6 +67,11 @@ _SMALL_OPTIONS: list[dict[str, Any]] = [
 _DEVICE_DATA: dict[int, Any] = {}
 
 
+def _options(small: bool) -> dict[str, Any] | None:
+    """The compile options an epoch of that size is compiled (and stored) with."""
+    return _SMALL_OPTIONS[0] if small else None
+
+
 @dataclass(frozen=True)
 class EpochLogs:
     """What one epoch measured (the keys ``fit`` would log)."""
@@ -335,10 +340,10 @@ def _compiled(key: str, args: Any, code: list[type], forward: Callable[..., Any]
                                               options)
 
     if not small:
-        return store(None)
+        return store(_options(small))
     while True:
         try:
-            return store(_SMALL_OPTIONS[0])
+            return store(_options(small))
         except Exception as exc:  # jaxlib's XlaRuntimeError; only an unknown option is ours
             if len(_SMALL_OPTIONS) == 1 or "No such compile option" not in str(exc):
                 raise
@@ -410,8 +415,7 @@ def train(
         layers = [] if layout is not None else [type(layer) for layer in model.layers]
         code = layers + [type(optimizer), type(getattr(optimizer, "_learning_rate", None))]
         small = model.count_params() * (6 * len(x) + 2 * len(x_val)) < SMALL_BELOW
-        fn = _executables.load(jax_cache_dir(), key, args, code,
-                               _SMALL_OPTIONS[0] if small else None)
+        fn = _executables.load(jax_cache_dir(), key, args, code, _options(small))
         if fn is None:
             forward = _plain_forward(layout) if layout is not None else _keras_forward(model)
             fn = _compiled(key, args, code, forward, optimizer, loss, batch_size, len(x),

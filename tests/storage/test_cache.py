@@ -17,8 +17,8 @@ def url(request):
     return storage_for(request.param, request)
 
 
-def _tables_read(storage) -> list[str]:
-    """The tables each statement on ``storage``'s engine names, recorded from now on."""
+def _statements(storage) -> list[str]:
+    """The SQL of each statement run on ``storage``'s engine from now on."""
     seen: list[str] = []
 
     def record(_conn, _cursor, statement, *_args):
@@ -36,7 +36,7 @@ def test_no_waiting_trial_is_answered_without_reading_other_workers_trials(url, 
     cache = trial_cache(storage)
     study = optuna.load_study(study_name=study_name, storage=cache)
     assert study._storage is cache
-    seen = _tables_read(storage)
+    seen = _statements(storage)
     assert study._pop_waiting_trial_id() is None
     assert seen and not any("trial_params" in s or "trial_intermediate" in s for s in seen)
     # Any other question syncs as Optuna's cache does: the other worker's trials, whole.
