@@ -205,6 +205,38 @@ def test_a_process_loads_the_epochs_used_last_ahead_and_a_trial_takes_its_own(ep
     assert files[6][0].stat().st_mtime > 1_000_002  # used now: first to load next time
 
 
+def test_a_small_epoch_loaded_ahead_runs_once_on_zeros_there_and_a_big_one_does_not(
+        epoch_store, monkeypatch):
+    # Its first call (oneDNN's kernels, the executable's fast path) is then not the trial's.
+    import jax
+
+    _train(units=5)
+    _loop._CACHE.clear()
+    calls = []
+    deserialize = _executables._deserialize
+
+    class Spy:
+        def __init__(self, compiled):
+            self.args_info = compiled.args_info
+            self._compiled = compiled
+
+        def __call__(self, *args, **kwargs):
+            calls.append((args, kwargs))
+            return self._compiled(*args, **kwargs)
+
+    monkeypatch.setattr(_executables, "_deserialize", lambda path: Spy(deserialize(path)))
+    for bound, runs in ((_executables.FIRST_CALL_BELOW, 1), (1_000, 1)):  # ~10 KB of data
+        monkeypatch.setattr(_executables, "FIRST_CALL_BELOW", bound)
+        _executables.prefetch(str(epoch_store.parent))
+        [future] = _executables._prefetched.values()
+        assert isinstance(future.result(), Spy)
+        _executables.forget_prefetched()
+        assert len(calls) == runs
+    [(args, kwargs)] = calls
+    leaves = jax.tree_util.tree_leaves((args, kwargs))
+    assert len(leaves) > 8 and not any(np.any(leaf) for leaf in leaves)
+
+
 def test_epochs_loaded_ahead_that_no_trial_took_go_once_the_cache_is_full(epoch_store,
                                                                          monkeypatch):
     _train(units=5)

@@ -12,11 +12,12 @@ import pytest
 from studyhall.objectives._keras import _collector_paused, _deferred
 
 
-def test_what_keras_uses_only_to_plot_save_h5_or_run_tpu_kernels_loads_on_first_use():
+def test_what_keras_uses_only_to_plot_save_h5_run_tpu_kernels_or_as_tf_keras_loads_on_first_use():
     code = (
         "import sys; from studyhall.objectives._keras import _DeferringFinder, keras; keras(); "
         "print('LOADED', sorted(n for n in ('matplotlib', 'h5py', 'requests', "
-        "'jax.experimental.pallas') if n in sys.modules)); "
+        "'jax.experimental.pallas', 'keras._tf_keras', 'keras.applications', "
+        "'keras.datasets') if n in sys.modules)); "
         "print('FINDERS', sum(isinstance(f, _DeferringFinder) for f in sys.meta_path)); "
         "import gc; print('COLLECTOR', gc.isenabled()); "
         "from keras.src.visualization import plot_image_gallery as gallery; "
@@ -26,7 +27,11 @@ def test_what_keras_uses_only_to_plot_save_h5_or_run_tpu_kernels_loads_on_first_
         "print('USED', type(fig).__name__, type(gallery.plt.gcf()).__name__, "
         "type(sys.modules['matplotlib.pyplot']).__name__, h5.h5py.File.__name__, "
         "nn.splash_attention_mask.NumpyMask.__name__, "
-        "gallery.plt.subplots is plt.subplots)"
+        "gallery.plt.subplots is plt.subplots); "
+        "import keras; from keras.quantizers import AbsMaxQuantizer; "
+        "print('API', keras.applications.MobileNetV2.__name__, "
+        "keras._tf_keras.keras.layers.Dense is keras.layers.Dense, "
+        "type(keras.applications).__name__, AbsMaxQuantizer.__name__)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=300, env={**os.environ, "MPLBACKEND": "Agg",
@@ -36,6 +41,8 @@ def test_what_keras_uses_only_to_plot_save_h5_or_run_tpu_kernels_loads_on_first_
     assert "FINDERS 0" in out  # gone once Keras is in: later imports are plain ones
     assert "COLLECTOR True" in out  # paused for the import only
     assert "USED Figure Figure module File NumpyMask True" in out, out + result.stderr
+    # Keras' namespaces no trial uses load at their first use, and are then the real ones.
+    assert "API MobileNetV2 True module AbsMaxQuantizer" in out, out + result.stderr
 
 
 def test_a_deferred_package_that_is_not_installed_stays_missing():
