@@ -25,7 +25,8 @@ before Keras' own import) on a thread of its own: XLA deserializes without holdi
 this runs on the second core beside Keras' import and the first trials, where each new shape's
 load on the trial's thread cost 13-23 ms (8 of them in a P3 TPE search of 20 trials). A load
 marks its file used (its mtime), so "used last" is what the last runs met. That thread also runs
-each small epoch it loads once, on zeros (``_first_call``).
+each small epoch it loads once, on zeros (``_first_call``); a trial whose epoch is still queued
+loads it itself.
 """
 
 from __future__ import annotations
@@ -124,6 +125,10 @@ def load(directory: str | None, signature: str, args: Any, code: Sequence[type],
         return None
     path = _path(directory, signature, args, code, options)
     future = _prefetched.pop(str(path), None)
+    if future is not None and future.cancel():
+        # Still queued: loading it here beats waiting for the loads ahead of it (the first
+        # trial waited 67-94 ms for its shape, last in the queue, in a warm P3 search).
+        future = None
     compiled = future.result() if future is not None else None
     if compiled is None:
         compiled = _deserialize(path)

@@ -237,6 +237,35 @@ def test_a_small_epoch_loaded_ahead_runs_once_on_zeros_there_and_a_big_one_does_
     assert len(leaves) > 8 and not any(np.any(leaf) for leaf in leaves)
 
 
+def test_a_trial_loads_its_epoch_itself_rather_than_wait_behind_the_loads_ahead(
+        epoch_store, monkeypatch):
+    import threading
+
+    files = {}
+    for units in (5, 6):
+        before = set(epoch_store.glob("*.pickle"))
+        losses = _train(units=units)[0]
+        files[units] = (_new_file(epoch_store, before), losses)
+        os.utime(files[units][0], (1_000_000 + units, 1_000_000 + units))  # 6 loads first
+    _loop._CACHE.clear()
+    release, load_ahead = threading.Event(), _executables._load_ahead
+
+    def slow_load(path):
+        assert release.wait(60)
+        return load_ahead(path)
+
+    monkeypatch.setattr(_executables, "_load_ahead", slow_load)
+    _executables.prefetch(str(epoch_store.parent))
+    [ahead, queued] = [_executables._prefetched[str(files[u][0])] for u in (6, 5)]
+    _refuse_compiles(monkeypatch)
+    try:
+        assert _train(units=5)[0] == files[5][1]  # the load of 6 still blocks the thread
+        assert queued.cancelled() and not ahead.done()
+    finally:
+        release.set()
+    assert ahead.result() is not None
+
+
 def test_epochs_loaded_ahead_that_no_trial_took_go_once_the_cache_is_full(epoch_store,
                                                                          monkeypatch):
     _train(units=5)
