@@ -162,9 +162,9 @@ def _first_call(compiled: Any) -> None:
     """Run a small epoch once on zeros, on the prefetch thread: the first trial need not.
 
     A process's first matrix product makes oneDNN generate its kernels, and an executable's
-    first call builds its fast path: 28-47 ms of the first trial's first epoch here (4 of 6
-    stored breast-cancer shapes; the others use no oneDNN product), once per process. XLA runs
-    without the GIL, so this runs on the second core beside Keras' import.
+    first call builds its fast path: 28-47 ms of a process's first epoch here (the first call
+    of 4 of 6 stored breast-cancer shapes; 1-2 ms once another had run). XLA runs without the
+    GIL, so this runs on the second core beside Keras' import.
     """
     import jax
     import numpy as np
