@@ -72,6 +72,13 @@ def _options(small: bool) -> dict[str, Any] | None:
     return _SMALL_OPTIONS[0] if small else None
 
 
+def _stored_options(small: bool) -> list[dict[str, Any] | None]:
+    """The compile options a stored epoch of that size may have: a process whose XLA refuses
+    the first settings stores with the next, and the next process starts from the first again
+    (it missed every file and compiled each shape once more)."""
+    return list(_SMALL_OPTIONS) if small else [None]
+
+
 @dataclass(frozen=True)
 class EpochLogs:
     """What one epoch measured (the keys ``fit`` would log)."""
@@ -415,7 +422,11 @@ def train(
         layers = [] if layout is not None else [type(layer) for layer in model.layers]
         code = layers + [type(optimizer), type(getattr(optimizer, "_learning_rate", None))]
         small = model.count_params() * (6 * len(x) + 2 * len(x_val)) < SMALL_BELOW
-        fn = _executables.load(jax_cache_dir(), key, args, code, _options(small))
+        fn = None
+        for options in _stored_options(small):
+            fn = _executables.load(jax_cache_dir(), key, args, code, options)
+            if fn is not None:
+                break
         if fn is None:
             forward = _plain_forward(layout) if layout is not None else _keras_forward(model)
             fn = _compiled(key, args, code, forward, optimizer, loss, batch_size, len(x),

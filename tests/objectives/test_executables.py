@@ -74,6 +74,20 @@ def test_a_small_network_s_file_serves_a_worker_whose_flags_turn_eigen_s_threads
     assert len(list(epoch_store.glob("*.pickle"))) == 1
 
 
+def test_an_xla_without_the_emitter_switch_finds_the_epochs_it_stored(epoch_store,
+                                                                      monkeypatch):
+    # It refuses the first settings and stores with the next; each new process starts from
+    # the first again.
+    lacking = [{"xla_no_such_switch": True}, *_loop._SMALL_OPTIONS]
+    monkeypatch.setattr(_loop, "_SMALL_OPTIONS", list(lacking))
+    losses = _train(units=5)[0]
+    assert len(list(epoch_store.glob("*.pickle"))) == 1
+    monkeypatch.setattr(_loop, "_SMALL_OPTIONS", list(lacking))
+    _loop._CACHE.clear()
+    _refuse_compiles(monkeypatch)
+    assert _train(units=5)[0] == losses
+
+
 def test_the_flags_the_compile_options_leave_in_force_name_the_file(tmp_path, monkeypatch):
     args = (np.zeros(3, np.float32),)
     small = {"xla_cpu_multi_thread_eigen": False}
