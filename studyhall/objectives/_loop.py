@@ -67,16 +67,16 @@ _SMALL_OPTIONS: list[dict[str, Any]] = [
 _DEVICE_DATA: dict[int, Any] = {}
 
 
+def _stored_options(small: bool) -> list[dict[str, Any] | None]:
+    """The compile options a stored epoch of that size may have, the ones tried first first:
+    a process whose XLA refuses the first settings stores with the next, and every new
+    process starts from the first again."""
+    return list(_SMALL_OPTIONS) if small else [None]
+
+
 def _options(small: bool) -> dict[str, Any] | None:
     """The compile options an epoch of that size is compiled (and stored) with."""
-    return _SMALL_OPTIONS[0] if small else None
-
-
-def _stored_options(small: bool) -> list[dict[str, Any] | None]:
-    """The compile options a stored epoch of that size may have: a process whose XLA refuses
-    the first settings stores with the next, and the next process starts from the first again
-    (it missed every file and compiled each shape once more)."""
-    return list(_SMALL_OPTIONS) if small else [None]
+    return _stored_options(small)[0]
 
 
 @dataclass(frozen=True)
