@@ -114,7 +114,9 @@ def p3(rounds: int, epochs: int) -> str:
     compiled. The grid runs every round, alternating with TPE (first in even rounds), and each
     round's TPE time is compared with that round's grid: one grid run against a median of
     seeds let the machine's noise in a single run decide (its warm run took 17.8-24.7 s here
-    within an hour).
+    within an hour). Then the same rounds in one process, as a notebook runs one study after
+    another: what is left without a process's start (imports, a new database: ~0.9 s of a
+    ~1.5 s search here, ~10% of the grid's).
     """
     def twice(args: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         with tempfile.TemporaryDirectory(prefix="studyhall-bench-p3-") as cache:
@@ -134,28 +136,40 @@ def p3(rounds: int, epochs: int) -> str:
         print(f"  round {r + 1}: tpe {cold['trials']} trials, {cold['seconds']:.1f} s cold, "
               f"{warm['seconds']:.1f} s warm; grid {grid_cold['seconds']:.1f} s cold, "
               f"{grid_warm['seconds']:.1f} s warm", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="studyhall-bench-p3-") as cache:
+        session = _run(["session", "session", str(SEED_P3), str(epochs), str(target),
+                        str(rounds)], cache=cache)
+    print("  one session: tpe " + ", ".join(f"{t['seconds']:.1f}" for t in session["tpe"])
+          + " s; grid " + ", ".join(f"{g['seconds']:.1f}" for g in session["grid"]) + " s",
+          file=sys.stderr, flush=True)
     out = [f"### P3: TPE + median pruning vs the full 216-configuration grid, {epochs} epochs, "
            f"{rounds} rounds", "",
-           "| compile cache | grid wall s (median) | spread | TPE wall s (median) | spread "
+           "| runs | grid wall s (median) | spread | TPE wall s (median) | spread "
            "| TPE trials (median) | best (grid, TPE) | share of grid time: medians "
            "| round by round (median) |",
            "|---|---|---|---|---|---|---|---|---|"]
     for i, cache in enumerate(("cold", "warm")):
-        grid = [g[i]["seconds"] for g in grids]
-        tpe = [t[i]["seconds"] for t in runs]
-        reached = sum(t[i]["best"] >= target for t in runs)
-        shares = [t / g for t, g in zip(tpe, grid, strict=True)]
-        out.append(
-            f"| {cache} | {statistics.median(grid):.1f} | {min(grid):.1f}-{max(grid):.1f} | "
+        out.append(_p3_row(f"a process each, {cache} compile cache", [g[i] for g in grids],
+                           [t[i] for t in runs], target))
+    out.append(_p3_row("one session (a notebook's)", session["grid"], session["tpe"], target))
+    return "\n".join(out)
+
+
+def _p3_row(runs: str, grids: list[dict[str, Any]], tpes: list[dict[str, Any]],
+            target: float) -> str:
+    grid = [g["seconds"] for g in grids]
+    tpe = [t["seconds"] for t in tpes]
+    reached = sum(t["best"] >= target for t in tpes)
+    shares = [t / g for t, g in zip(tpe, grid, strict=True)]
+    return (f"| {runs} | {statistics.median(grid):.1f} | {min(grid):.1f}-{max(grid):.1f} | "
             f"{statistics.median(tpe):.1f} | {min(tpe):.1f}-{max(tpe):.1f} | "
-            f"{statistics.median(t[i]['trials'] for t in runs):.0f} | "
-            f"{statistics.median(g[i]['best'] for g in grids):.4f}, "
-            f"{statistics.median(t[i]['best'] for t in runs):.4f} ({reached} of {rounds} "
+            f"{statistics.median(t['trials'] for t in tpes):.0f} | "
+            f"{statistics.median(g['best'] for g in grids):.4f}, "
+            f"{statistics.median(t['best'] for t in tpes):.4f} ({reached} of {len(tpes)} "
             f"reached {target:.4f}) | "
             f"{100 * statistics.median(tpe) / statistics.median(grid):.0f}% | "
             f"{100 * statistics.median(shares):.0f}% "
             f"({', '.join(f'{100 * x:.0f}' for x in shares)}) |")
-    return "\n".join(out)
 
 
 _SPIN = "import time\nt = time.perf_counter()\nx = 0\nfor i in range(10_000_000):\n    x += i * i\n"

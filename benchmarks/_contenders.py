@@ -186,7 +186,7 @@ def _grid_spec(epochs: int, sampler: Any, pruner: Any = "none", seed: int = SEED
             "space": space, "sampler": sampler, "pruner": pruner, "seed": seed}
 
 
-def search_grid(epochs: int, seed: int, workdir: str) -> dict[str, Any]:
+def search_grid(epochs: int, seed: int, workdir: str, db: str = "grid") -> dict[str, Any]:
     """P3 baseline: the whole 216-configuration grid, no pruning."""
     import studyhall
 
@@ -194,7 +194,7 @@ def search_grid(epochs: int, seed: int, workdir: str) -> dict[str, Any]:
     _data()
     start = time.perf_counter()
     handle = studyhall.run_study(_grid_spec(epochs, "grid"), n_trials=216,
-                                 storage=f"sqlite:///{workdir}/grid.db")
+                                 storage=f"sqlite:///{workdir}/{db}.db")
     elapsed = time.perf_counter() - start
     return {"seconds": elapsed, "best": handle.best_trial.value, "trials": 216}
 
@@ -203,7 +203,8 @@ class _Reached(Exception):
     """Raised from ``on_progress`` to end a run once its best trial reaches the target."""
 
 
-def search_tpe(epochs: int, seed: int, workdir: str, target: float) -> dict[str, Any]:
+def search_tpe(epochs: int, seed: int, workdir: str, target: float, db: str = "tpe"
+               ) -> dict[str, Any]:
     """P3: TPE + median pruning on the same space until it reaches ``target`` (or 216 trials).
 
     One run, ended from ``on_progress`` right after the first trial that reaches the target
@@ -224,10 +225,27 @@ def search_tpe(epochs: int, seed: int, workdir: str, target: float) -> dict[str,
 
     start = time.perf_counter()
     with contextlib.suppress(_Reached):
-        studyhall.run_study(spec, n_trials=216, storage=f"sqlite:///{workdir}/tpe.db",
+        studyhall.run_study(spec, n_trials=216, storage=f"sqlite:///{workdir}/{db}.db",
                             on_progress=on_progress)
     return {"seconds": time.perf_counter() - start, "best": seen[-1].best_value or 0.0,
             "trials": seen[-1].finished}
+
+
+def search_session(epochs: int, seed: int, workdir: str, target: float, rounds: int
+                   ) -> dict[str, Any]:
+    """P3 in one Python session, as in a notebook: after an untimed grid (which loads or
+    compiles every epoch), ``rounds`` of the grid and one TPE seed each (``seed + round``),
+    alternating which goes first, each on a new database, timed like the runs of their own."""
+    search_grid(epochs, SEED, workdir, "warm-up")
+    grids: list[dict[str, Any]] = []
+    tpes: list[dict[str, Any]] = []
+    for r in range(rounds):
+        for which in ("grid", "tpe") if r % 2 == 0 else ("tpe", "grid"):
+            if which == "grid":
+                grids.append(search_grid(epochs, SEED, workdir, f"grid-{r}"))
+            else:
+                tpes.append(search_tpe(epochs, seed + r, workdir, target, f"tpe-{r}"))
+    return {"grid": grids, "tpe": tpes}
 
 
 def throughput(workers: int, trials: int, epochs: int, workdir: str) -> dict[str, Any]:
@@ -429,6 +447,9 @@ def main() -> None:
             result = search_grid(int(sys.argv[4]), trials, workdir)
         elif kind == "tpe":
             result = search_tpe(int(sys.argv[4]), trials, workdir, float(sys.argv[5]))
+        elif kind == "session":
+            result = search_session(int(sys.argv[4]), trials, workdir, float(sys.argv[5]),
+                                    int(sys.argv[6]))
         elif kind == "workers":
             result = throughput(int(name), trials, int(sys.argv[4]), workdir)
         elif kind == "memory":
