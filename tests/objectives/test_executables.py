@@ -298,3 +298,24 @@ def test_nothing_is_loaded_ahead_without_a_store(tmp_path):
     _executables.prefetch(None)
     _executables.prefetch(str(tmp_path))  # no epochs/ yet
     assert not _executables._prefetched
+
+
+def test_a_process_ending_before_its_loads_ahead_cancels_the_queued_ones(tmp_path):
+    (tmp_path / "epochs").mkdir()
+    for n in range(6):
+        (tmp_path / "epochs" / f"{n}.pickle").write_bytes(b"x")
+    code = (
+        "import pathlib, sys, time\n"
+        "from studyhall.objectives import _executables\n"
+        "def slow(path):\n"
+        "    time.sleep(0.3)\n"
+        "    (path.parent.parent / ('ran-' + path.stem)).touch()\n"
+        "_executables._load_ahead = slow\n"
+        "_executables.prefetch(sys.argv[1])\n"
+        "print('QUEUED', len(_executables._prefetched))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                            text=True, timeout=120)
+    assert "QUEUED 6" in result.stdout, result.stdout + result.stderr
+    # The load running at exit ends; the five behind it are not started (all six ran before).
+    assert 1 <= len(list(tmp_path.glob("ran-*"))) <= 2
