@@ -182,3 +182,14 @@ def test_light_commands_do_not_load_keras_or_tensorflow(tmp_path, sqlite_url):
     start = time.perf_counter()
     assert cli("--help").returncode == 0
     assert time.perf_counter() - start < 3.0
+
+
+def test_the_progress_bar_rates_only_the_trials_it_saw_finish():
+    from studyhall.cli import _Bar
+
+    with _Bar("study", quiet=False) as bar:
+        bar.update(30, 40, best=0.9)  # a resumed study: 30 done before this run
+        assert "30/40" in str(bar.bar) and "?trial/s" in str(bar.bar)
+        bar.bar.start_t -= 2.0  # two seconds later, one more
+        bar.update(31, 40, best=0.9)
+        assert "2.00s/trial" in str(bar.bar), str(bar.bar)  # 1 trial in 2 s, not 31
