@@ -115,8 +115,8 @@ def p3(rounds: int, epochs: int) -> str:
     round's TPE time is compared with that round's grid: one grid run against a median of
     seeds let the machine's noise in a single run decide (its warm run took 17.8-24.7 s here
     within an hour). Then the same rounds in one process, as a notebook runs one study after
-    another: what is left without a process's start (imports, a new database: ~0.9 s of a
-    ~1.5 s search here, ~10% of the grid's).
+    another: the searches without a process's start (imports, a new database: ~1 s here, of a
+    warm search's 1.5-2.1 s and a warm grid's 8-12 s).
     """
     def twice(args: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         with tempfile.TemporaryDirectory(prefix="studyhall-bench-p3-") as cache:
