@@ -18,7 +18,7 @@ import numpy as np
 
 from studyhall.objectives import _artifacts, _keras, trainers
 from studyhall.objectives.datasets import Holdout
-from studyhall.objectives.mnist_data import MnistSplit, mnist_split
+from studyhall.objectives.mnist_data import MnistSplit, mnist_split, require_mnist
 from studyhall.objectives.registry import Hyperparameter as H
 from studyhall.objectives.registry import ObjectiveInfo, _add
 
@@ -218,6 +218,7 @@ _add(
         directions=_directions,
         check=_check,
         prepare=_keras.keras,
+        require=lambda _options: require_mnist(),
         description="Keras MLP or small CNN on MNIST; validation accuracy or loss, "
                     "test accuracy kept.",
     )

@@ -42,6 +42,7 @@ __all__ = [
     "load_mnist",
     "mnist_path",
     "mnist_split",
+    "require_mnist",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -206,10 +207,23 @@ def load_mnist() -> MnistArrays:
     return _load(mnist_path())
 
 
-@lru_cache(maxsize=1)
-def _load(path: Path) -> MnistArrays:
+def require_mnist() -> None:
+    """Raise the ``DataError`` a trial would when MNIST is not cached, without reading it.
+
+    Raises:
+        DataError: the cache is missing (the message says how to fetch it).
+    """
+    _require(mnist_path())
+
+
+def _require(path: Path) -> None:
     if not path.exists():
         raise DataError(f"MNIST is not cached at {path}; {FETCH_HINT}.")
+
+
+@lru_cache(maxsize=1)
+def _load(path: Path) -> MnistArrays:
+    _require(path)
     try:
         with np.load(path) as npz:
             arrays = {k: npz[k] for k in _SHAPES if k in npz.files}

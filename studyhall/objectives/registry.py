@@ -88,6 +88,10 @@ class ObjectiveInfo:
             it is), for rules no single parameter's bounds can say.
         prepare: run once per worker process before its first trial (e.g. import Keras), so
             that a trial's duration is its own, not the process's start-up.
+        require: given the fixed options, raise ``DataError`` when something every trial
+            needs from outside the spec is missing (a data set's local cache). A run checks it
+            before it writes a study and a worker before its first trial, so a missing file
+            fails in one line instead of a study holding a failed trial.
     """
 
     name: str
@@ -98,6 +102,7 @@ class ObjectiveInfo:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     check: Callable[[Mapping[str, Any]], str | None] | None = None
     prepare: Callable[[], object] | None = None
+    require: Callable[[Mapping[str, Any]], None] | None = None
 
     def defaults(self) -> dict[str, Any]:
         return {k: p.default for k, p in (self.params or {}).items()}

@@ -24,7 +24,14 @@ from studyhall.storage._tally import tally_trials
 from studyhall.studies._progress import Progress, poll
 from studyhall.studies.results import SPEC_ATTR, StudyHandle, stored_spec
 from studyhall.studies.spec import StudySpec, load_spec
-from studyhall.studies.worker import _starting, _work, limit_threads, raising_signals, trial_seed
+from studyhall.studies.worker import (
+    _require,
+    _starting,
+    _work,
+    limit_threads,
+    raising_signals,
+    trial_seed,
+)
 
 __all__ = ["Progress", "run_study", "trial_seed"]
 
@@ -129,6 +136,7 @@ def run_study(
 
     Raises:
         SpecError: a malformed spec, or one that does not match the stored study.
+        DataError: a data set the objective trains on is not cached; nothing was written.
         StorageError: the storage cannot be reached.
         StudyhallError: a worker process failed.
         Interrupted: SIGINT/SIGTERM (see ``raising_signals``); workers were stopped first.
@@ -151,6 +159,7 @@ def run_study(
             f"{'Dask tasks' if dask is not None else 'several workers'} cannot share an "
             "in-memory SQLite database; give a file URL."
         )
+    _require(spec)  # a missing data set: one line, and no study holding a failed trial
     heartbeat = heartbeat or Heartbeat.resolve()
     client = None
     if dask is not None:  # reach the cluster before anything is written

@@ -276,6 +276,14 @@ def _load(storage: Any, name: str, url: StorageURL) -> StudySpec:
     return spec
 
 
+def _require(spec: StudySpec) -> None:
+    """Raise ``DataError`` before anything is written when what every trial of ``spec`` needs
+    from outside it is missing (``ObjectiveInfo.require``: MNIST's local cache)."""
+    info = get_objective(spec.objective.name)
+    if info.require is not None:
+        info.require(spec.objective.options)
+
+
 def _locked_counts(study: Any, lock: Any) -> dict[str, int]:
     """Take ``lock``, then count the study's trials by state (the lock stays held)."""
     from studyhall.storage._tally import tally_trials
@@ -476,6 +484,7 @@ def _work(
         storage if storage is not None else open_storage(url, heartbeat=heartbeat, must_exist=True)
     )
     spec = _load(storage, name, url)
+    _require(spec)
     target = spec.budget if n_trials is None else spec.with_overrides(n_trials=n_trials).budget
     timeout = spec.timeout if timeout is None else timeout
     study_id = storage.get_study_id_from_name(name)

@@ -13,7 +13,7 @@ from studyhall.objectives import _keras
 from studyhall.objectives.mnist import ARTICLE_INITIALIZERS, evaluate
 from studyhall.objectives.mnist_data import mnist_split
 from studyhall.reports.records import ExportError, export_model
-from studyhall.studies import load_spec, run_study
+from studyhall.studies import load_spec, open_study, run_study
 
 SMALL = {"subset": 3000, "val_size": 1000, "epochs": 2, "units": 32}
 
@@ -200,15 +200,28 @@ def test_the_im2col_layers_compute_what_conv2d_and_maxpooling2d_compute():
                                np.asarray(keras.layers.MaxPooling2D(2)(x)), rtol=0, atol=0)
 
 
-def test_a_missing_data_set_at_trial_time_names_the_fetch_command(tmp_path, monkeypatch, capsys):
+def test_a_missing_data_set_names_the_fetch_command_before_a_study_is_written(
+        tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("STUDYHALL_DATA", str(tmp_path / "nothing-here"))
     spec = tmp_path / "m.yaml"
     spec.write_text("objective: {name: mnist, model: mlp, epochs: 1}\nn_trials: 1\n"
                     "space:\n  learning_rate: [0.001]\n")
-    assert main(["run", str(spec), "-q"]) == 1
+    db = tmp_path / "m.db"
+    assert main(["run", str(spec), "--storage", f"sqlite:///{db}"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1
+    assert len(err) == 1, err  # no failed trial's traceback before it
     assert "MNIST is not cached at" in err[0] and "run `studyhall data fetch mnist`" in err[0]
+    assert not db.exists()  # no study holding a failed trial
+    # A worker joining a study made while the data was there checks before its first trial.
+    from studyhall.storage import open_storage, parse_url
+    from studyhall.studies.runner import _prepare
+
+    url = parse_url(f"sqlite:///{db}")
+    _prepare(load_spec(str(spec)), open_storage(url), url)
+    assert main(["worker", "m", "--storage", f"sqlite:///{db}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "MNIST is not cached at" in err[0], err
+    assert open_study("m", f"sqlite:///{db}").trials() == []
 
 
 def test_the_mnist_presets_load_and_validate():
