@@ -115,8 +115,8 @@ def p3(rounds: int, epochs: int) -> str:
     round's TPE time is compared with that round's grid: one grid run against a median of
     seeds let the machine's noise in a single run decide (its warm run took 17.8-24.7 s here
     within an hour). Then the same rounds in one process, as a notebook runs one study after
-    another: the searches without a process's start (imports, a new database: ~1 s here, of a
-    warm search's 1.5-2.1 s and a warm grid's 8-12 s).
+    another: the searches without a process's start (imports and first uses: ~1 s here, of a
+    warm search's 1.5-2.1 s and a warm grid's 8-12 s; each run still opens a new database).
     """
     def twice(args: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         with tempfile.TemporaryDirectory(prefix="studyhall-bench-p3-") as cache:
@@ -148,8 +148,8 @@ def p3(rounds: int, epochs: int) -> str:
            "| TPE trials (median) | best (grid, TPE) | share of grid time: medians "
            "| round by round (median) |",
            "|---|---|---|---|---|---|---|---|---|"]
-    for i, cache in enumerate(("cold", "warm")):
-        out.append(_p3_row(f"a process each, {cache} compile cache", [g[i] for g in grids],
+    for i, kind in enumerate(("cold", "warm")):
+        out.append(_p3_row(f"a process each, {kind} compile cache", [g[i] for g in grids],
                            [t[i] for t in runs], target))
     out.append(_p3_row("one session (a notebook's)", session["grid"], session["tpe"], target))
     return "\n".join(out)

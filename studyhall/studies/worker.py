@@ -277,8 +277,9 @@ def _load(storage: Any, name: str, url: StorageURL) -> StudySpec:
 
 
 def _require(spec: StudySpec) -> None:
-    """Raise ``DataError`` before anything is written when what every trial of ``spec`` needs
-    from outside it is missing (``ObjectiveInfo.require``: MNIST's local cache)."""
+    """Raise ``DataError`` when what every trial of ``spec`` needs from outside it is missing
+    (``ObjectiveInfo.require``: MNIST's local cache): ``run_study`` calls it before it writes
+    the study, ``_work`` before its first trial (an in-process run checks twice: one stat)."""
     info = get_objective(spec.objective.name)
     if info.require is not None:
         info.require(spec.objective.options)
