@@ -38,12 +38,13 @@ import logging
 import math
 import os
 import pickle
-import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from studyhall.objectives._atomic import write_atomically
 
 __all__ = ["compile_and_store", "forget_prefetched", "load", "prefetch"]
 
@@ -264,16 +265,7 @@ def compile_and_store(directory: str | None, signature: str, args: Any, code: Se
             compilation_cache.reset_cache()
     path = _path(directory, signature, args, code, options)
     try:
-        blob = pickle.dumps(serialize_executable.serialize(compiled))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_atomically(path, pickle.dumps(serialize_executable.serialize(compiled)))
     except Exception as exc:  # a read-only or full disk costs the next process a compile only
         _logger.debug("compiled epoch not stored in %s: %s", path.parent, exc)
     return compiled

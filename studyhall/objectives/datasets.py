@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import io
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -22,6 +22,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from studyhall.objectives._atomic import write_atomically
 
 __all__ = ["DATASETS", "Holdout", "breast_cancer", "classification", "data_dir", "folds",
            "holdout"]
@@ -114,11 +116,10 @@ def _stored(what: str, compute: Callable[[], tuple[Holdout, ...]]) -> tuple[Hold
         pass
     splits = compute()
     arrays = {f"{i}_{f}": getattr(h, f) for i, h in enumerate(splits) for f in _FIELDS}
+    buffer = io.BytesIO()
+    np.savez(buffer, n=len(splits), **arrays)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-            np.savez(tmp, n=len(splits), **arrays)
-        os.replace(tmp.name, path)  # whole or not at all, for a worker reading it meanwhile
+        write_atomically(path, buffer.getvalue())
     except OSError as exc:
         _logger.debug("split %s not stored: %s", what, exc)
     return splits

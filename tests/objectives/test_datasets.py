@@ -53,3 +53,17 @@ def test_an_unwritable_data_dir_still_gives_the_split(tmp_path, monkeypatch):
     split = datasets.holdout("breast_cancer", 0.2, 42)
     assert split.x_train.shape == (455, 30)
     datasets.holdout.cache_clear()
+
+
+def test_a_split_that_cannot_be_written_leaves_no_temporary_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDYHALL_DATA", str(tmp_path))
+
+    def fail(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    datasets.holdout.cache_clear()
+    split = datasets.holdout("breast_cancer", 0.2, 42)
+    assert split.x_train.shape == (455, 30)
+    assert list((tmp_path / "splits").iterdir()) == []
+    datasets.holdout.cache_clear()
