@@ -74,18 +74,25 @@ def keras() -> Any:
 
 _configured = False
 
-_DEFERRED = ("matplotlib", "jax.experimental.pallas", "requests", "h5py",
+_DEFERRED = ("matplotlib", "jax.experimental.pallas", "jax.experimental.sparse.linalg",
+             "pandas", "requests", "h5py",
              *(f"keras.{name}" for name in ("_tf_keras", "applications", "datasets",
                                             "distillation", "export", "legacy", "preprocessing",
                                             "quantizers", "visualization", "wrappers")))
 """Packages Keras imports at its own import and uses only inside functions that plot, run
-TPU attention kernels, post to a monitor or save to HDF5. Measured here with the data and
-Optuna already loaded, as in a worker: ``keras()`` 0.99 s with only ``matplotlib.pyplot``
-loaded lazily (its package still loaded), 0.71 s with these deferred (3 runs each), where a
-whole warm P3 search takes under 2 s. Then the public namespaces of Keras that no trial uses
-(the ``tf.keras`` copy of the whole API, the pretrained applications, the dataset
-downloaders...; ``keras.src``, which they re-export, loads as before): Keras' import 192 ->
-150 ms (``-X importtime``)."""
+TPU attention kernels, post to a monitor, save to HDF5, solve sparse systems (SciPy) or fit
+on a DataFrame. Measured here with the data and Optuna already loaded, as in a worker:
+``keras()`` 0.99 s with only ``matplotlib.pyplot`` loaded lazily (its package still loaded),
+0.71 s with these deferred (3 runs each), where a whole warm P3 search takes under 2 s. Then
+the public namespaces of Keras that no trial uses (the ``tf.keras`` copy of the whole API, the
+pretrained applications, the dataset downloaders...; ``keras.src``, which they re-export,
+loads as before): Keras' import 192 -> 150 ms (``-X importtime``). Then pandas (0.21 s after
+Optuna and JAX) and JAX's sparse solvers, which import SciPy's sparse and dense linear
+algebra (0.12-0.15 s)."""
+
+_DEFERRED_CLASSES = {"pandas": ("Series", "DataFrame")}
+"""Classes of a deferred module that Keras reads at its import, to test values against later
+(``ARRAY_TYPES`` in its array slicing): the stand-in holds a ``_DeferredClass`` for each."""
 
 
 class _Deferred(types.ModuleType):
@@ -102,10 +109,35 @@ class _Deferred(types.ModuleType):
         return getattr(importlib.import_module(self.__name__), name)
 
 
+class _DeferredClass(type):
+    """A class of a deferred module, bound while Keras imports, that ``isinstance`` and
+    ``issubclass`` test against: until the module is imported for real nothing can be one of
+    its instances, so the answer is False without importing it; afterwards the real class's."""
+
+    _module: str
+
+    def _real(cls) -> type | None:
+        module = sys.modules.get(cls._module)
+        if module is None or isinstance(module, _Deferred):
+            return None
+        real: type = getattr(module, cls.__name__)
+        return real
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        real = cls._real()
+        return real is not None and isinstance(instance, real)
+
+    def __subclasscheck__(cls, subclass: type) -> bool:
+        real = cls._real()
+        return real is not None and issubclass(subclass, real)
+
+
 class _DeferredLoader(importlib.abc.Loader):
     def create_module(self, spec: Any) -> types.ModuleType:
         module = _Deferred(spec.name)
         module.__path__ = []
+        for name in _DEFERRED_CLASSES.get(spec.name, ()):
+            setattr(module, name, _DeferredClass(name, (), {"_module": spec.name}))
         return module
 
     def exec_module(self, module: types.ModuleType) -> None:

@@ -17,7 +17,8 @@ def test_what_keras_uses_only_to_plot_save_h5_run_tpu_kernels_or_as_tf_keras_loa
         "import sys; from studyhall.objectives._keras import _DeferringFinder, keras; keras(); "
         "print('LOADED', sorted(n for n in ('matplotlib', 'h5py', 'requests', "
         "'jax.experimental.pallas', 'keras._tf_keras', 'keras.applications', "
-        "'keras.datasets') if n in sys.modules)); "
+        "'keras.datasets', 'pandas', 'scipy', 'jax.experimental.sparse.linalg') "
+        "if n in sys.modules)); "
         "print('FINDERS', sum(isinstance(f, _DeferringFinder) for f in sys.meta_path)); "
         "import gc; print('COLLECTOR', gc.isenabled()); "
         "from keras.src.visualization import plot_image_gallery as gallery; "
@@ -43,6 +44,33 @@ def test_what_keras_uses_only_to_plot_save_h5_run_tpu_kernels_or_as_tf_keras_loa
     assert "USED Figure Figure module File NumpyMask True" in out, out + result.stderr
     # Keras' namespaces no trial uses load at their first use, and are then the real ones.
     assert "API MobileNetV2 True module AbsMaxQuantizer" in out, out + result.stderr
+
+
+def test_keras_still_fits_on_a_dataframe_and_solves_sparse_systems_once_those_are_used():
+    code = (
+        "import sys; from studyhall.objectives._keras import keras; k = keras(); "
+        "from keras.src.trainers.data_adapters import array_slicing as s; import numpy as np; "
+        "print('BEFORE', 'pandas' in sys.modules, isinstance(np.zeros(2), s.ARRAY_TYPES), "
+        "isinstance([1], s.ARRAY_TYPES)); "
+        "import pandas as pd; x = pd.DataFrame({'a': [0.0, 1.0, 2.0, 3.0]}); "
+        "y = pd.Series([0.0, 1.0, 0.0, 1.0]); "
+        "print('AFTER', isinstance(x, s.ARRAY_TYPES), isinstance(y, s.pandas.Series), "
+        "issubclass(pd.DataFrame, s.pandas.DataFrame), issubclass(int, s.pandas.DataFrame)); "
+        "m = k.Sequential([k.Input((1,)), k.layers.Dense(1)]); m.compile('sgd', 'mse'); "
+        "h = m.fit(x, y, epochs=2, batch_size=2, verbose=0); print('FIT', len(h.history['loss'])); "
+        "from jax.experimental import sparse; import jax.numpy as jnp; "
+        "a = sparse.BCSR.fromdense(jnp.array([[2.0, 0.0], [0.0, 4.0]])); "
+        "print('SOLVE', sparse.linalg.spsolve(a.data, a.indices, a.indptr, "
+        "jnp.array([2.0, 4.0])).tolist())"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "KERAS_BACKEND": "jax"})
+    out = result.stdout
+    # Nothing can be a DataFrame before pandas is imported: the answer costs no import.
+    assert "BEFORE False True False" in out, out + result.stderr
+    assert "AFTER True True True False" in out, out + result.stderr
+    assert "FIT 2" in out, out + result.stderr
+    assert "SOLVE [1.0, 1.0]" in out, out + result.stderr
 
 
 def test_a_deferred_package_that_is_not_installed_stays_missing():
