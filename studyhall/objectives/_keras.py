@@ -75,20 +75,21 @@ def keras() -> Any:
 _configured = False
 
 _DEFERRED = ("matplotlib", "jax.experimental.pallas", "jax.experimental.sparse.linalg",
-             "pandas", "requests", "h5py",
+             "pandas", "requests", "rich", "h5py",
              *(f"keras.{name}" for name in ("_tf_keras", "applications", "datasets",
                                             "distillation", "export", "legacy", "preprocessing",
                                             "quantizers", "visualization", "wrappers")))
-"""Packages Keras imports at its own import and uses only inside functions that plot, run
-TPU attention kernels, post to a monitor, save to HDF5, solve sparse systems (SciPy) or fit
-on a DataFrame. Measured here with the data and Optuna already loaded, as in a worker:
-``keras()`` 0.99 s with only ``matplotlib.pyplot`` loaded lazily (its package still loaded),
-0.71 s with these deferred (3 runs each), where a whole warm P3 search takes under 2 s. Then
-the public namespaces of Keras that no trial uses (the ``tf.keras`` copy of the whole API, the
-pretrained applications, the dataset downloaders...; ``keras.src``, which they re-export,
+"""Packages Keras imports at its own import and uses only inside functions that plot, run TPU
+attention kernels, post to a monitor, save to HDF5, print a summary, solve sparse systems
+(SciPy) or fit on a DataFrame. Measured here with the data and Optuna already loaded, as in a
+worker: ``keras()`` 0.99 s with only ``matplotlib.pyplot`` loaded lazily (its package still
+loaded), 0.71 s with these deferred (3 runs each), where a whole warm P3 search takes under 2 s.
+Then the public namespaces of Keras that no trial uses (the ``tf.keras`` copy of the whole API,
+the pretrained applications, the dataset downloaders...; ``keras.src``, which they re-export,
 loads as before): Keras' import 192 -> 150 ms (``-X importtime``). Then pandas (0.21 s after
-Optuna and JAX) and JAX's sparse solvers, which import SciPy's sparse and dense linear
-algebra (0.12-0.15 s)."""
+Optuna and JAX), JAX's sparse solvers, which import SciPy's sparse and dense linear algebra
+(0.12-0.15 s), and rich (~0.02 s): ``keras()`` 1.04-1.22 s -> 0.59-0.74 s (6 alternated runs).
+Not psutil: every ``.keras`` save reads the free memory with it."""
 
 _DEFERRED_CLASSES = {"pandas": ("Series", "DataFrame")}
 """Classes of a deferred module that Keras reads at its import, to test values against later

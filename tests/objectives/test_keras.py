@@ -17,7 +17,7 @@ def test_what_keras_uses_only_to_plot_save_h5_run_tpu_kernels_or_as_tf_keras_loa
         "import sys; from studyhall.objectives._keras import _DeferringFinder, keras; keras(); "
         "print('LOADED', sorted(n for n in ('matplotlib', 'h5py', 'requests', "
         "'jax.experimental.pallas', 'keras._tf_keras', 'keras.applications', "
-        "'keras.datasets', 'pandas', 'scipy', 'jax.experimental.sparse.linalg') "
+        "'keras.datasets', 'pandas', 'scipy', 'jax.experimental.sparse.linalg', 'rich') "
         "if n in sys.modules)); "
         "print('FINDERS', sum(isinstance(f, _DeferringFinder) for f in sys.meta_path)); "
         "import gc; print('COLLECTOR', gc.isenabled()); "
@@ -46,7 +46,7 @@ def test_what_keras_uses_only_to_plot_save_h5_run_tpu_kernels_or_as_tf_keras_loa
     assert "API MobileNetV2 True module AbsMaxQuantizer" in out, out + result.stderr
 
 
-def test_keras_still_fits_on_a_dataframe_and_solves_sparse_systems_once_those_are_used():
+def test_keras_still_fits_on_a_dataframe_prints_summaries_and_solves_sparse_systems():
     code = (
         "import sys; from studyhall.objectives._keras import keras; k = keras(); "
         "from keras.src.trainers.data_adapters import array_slicing as s; import numpy as np; "
@@ -58,6 +58,7 @@ def test_keras_still_fits_on_a_dataframe_and_solves_sparse_systems_once_those_ar
         "issubclass(pd.DataFrame, s.pandas.DataFrame), issubclass(int, s.pandas.DataFrame)); "
         "m = k.Sequential([k.Input((1,)), k.layers.Dense(1)]); m.compile('sgd', 'mse'); "
         "h = m.fit(x, y, epochs=2, batch_size=2, verbose=0); print('FIT', len(h.history['loss'])); "
+        "m.summary(); "
         "from jax.experimental import sparse; import jax.numpy as jnp; "
         "a = sparse.BCSR.fromdense(jnp.array([[2.0, 0.0], [0.0, 4.0]])); "
         "print('SOLVE', sparse.linalg.spsolve(a.data, a.indices, a.indptr, "
@@ -70,6 +71,7 @@ def test_keras_still_fits_on_a_dataframe_and_solves_sparse_systems_once_those_ar
     assert "BEFORE False True False" in out, out + result.stderr
     assert "AFTER True True True False" in out, out + result.stderr
     assert "FIT 2" in out, out + result.stderr
+    assert "Total params: 4" in out, out + result.stderr  # rich's table
     assert "SOLVE [1.0, 1.0]" in out, out + result.stderr
 
 
