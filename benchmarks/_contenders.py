@@ -15,7 +15,7 @@ import tempfile
 import time
 from typing import Any
 
-GRID = {
+GRID: dict[str, list[Any]] = {
     "units": [1, 32, 64],
     "activation": ["linear", "relu"],
     "dropout": [0.0, 0.3, 0.6],
@@ -196,7 +196,8 @@ def search_grid(epochs: int, seed: int, workdir: str, db: str = "grid") -> dict[
     handle = studyhall.run_study(_grid_spec(epochs, "grid"), n_trials=216,
                                  storage=f"sqlite:///{workdir}/{db}.db")
     elapsed = time.perf_counter() - start
-    return {"seconds": elapsed, "best": handle.best_trial.value, "trials": 216}
+    best = handle.best_trial
+    return {"seconds": elapsed, "best": best.value if best else 0.0, "trials": 216}
 
 
 class _Reached(Exception):
