@@ -115,14 +115,11 @@ class _DeferredClass(type):
     ``issubclass`` test against: until the module is imported for real nothing can be one of
     its instances, so the answer is False without importing it; afterwards the real class's."""
 
-    _module: str
-
     def _real(cls) -> type | None:
-        module = sys.modules.get(cls._module)
+        module = sys.modules.get(cls.__module__)
         if module is None or isinstance(module, _Deferred):
             return None
-        real: type = getattr(module, cls.__name__)
-        return real
+        return getattr(module, cls.__name__)
 
     def __instancecheck__(cls, instance: Any) -> bool:
         real = cls._real()
@@ -138,7 +135,7 @@ class _DeferredLoader(importlib.abc.Loader):
         module = _Deferred(spec.name)
         module.__path__ = []
         for name in _DEFERRED_CLASSES.get(spec.name, ()):
-            setattr(module, name, _DeferredClass(name, (), {"_module": spec.name}))
+            setattr(module, name, _DeferredClass(name, (), {"__module__": spec.name}))
         return module
 
     def exec_module(self, module: types.ModuleType) -> None:

@@ -12,7 +12,7 @@ import pytest
 from studyhall.objectives._keras import _collector_paused, _deferred
 
 
-def test_what_keras_uses_only_to_plot_save_h5_run_tpu_kernels_or_as_tf_keras_loads_on_first_use():
+def test_what_keras_imports_but_no_trial_uses_loads_on_first_use():
     code = (
         "import sys; from studyhall.objectives._keras import _DeferringFinder, keras; keras(); "
         "print('LOADED', sorted(n for n in ('matplotlib', 'h5py', 'requests', "
