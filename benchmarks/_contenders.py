@@ -232,6 +232,37 @@ def search_tpe(epochs: int, seed: int, workdir: str, target: float, db: str = "t
             "trials": seen[-1].finished}
 
 
+def search_served(which: str, seed: int, epochs: int, url: str, target: float, name: str
+                  ) -> dict[str, Any]:
+    """P3 through a serving worker (``studyhall serve``) already up on ``url``: queue the grid
+    or a TPE seed (``run_study(..., workers=0)``, in this new process) and watch its progress
+    until the grid holds all 216 trials or the search's best reaches ``target``. The search's
+    remaining trials then run before this returns, untimed, so the next run finds the worker
+    free."""
+    import studyhall
+    from studyhall.studies._progress import poll
+
+    _quiet()
+    _data()
+    spec = (_grid_spec(epochs, "grid") if which == "grid" else
+            _grid_spec(epochs, {"name": "tpe", "n_startup_trials": 8},
+                       {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 5}, seed))
+    spec["name"] = name
+    start = time.perf_counter()
+    study = studyhall.run_study(spec, n_trials=216, storage=url, workers=0).study
+    reached: Any = None
+    while True:
+        progress = poll(study._storage, study._study_id, 216)
+        if reached is None and (progress.finished >= 216 or (which != "grid" and (
+                progress.best_value or 0.0) >= target)):
+            reached = (time.perf_counter() - start, progress)
+        if progress.finished >= 216:
+            break
+        time.sleep(0.02)
+    return {"seconds": reached[0], "best": reached[1].best_value or 0.0,
+            "trials": reached[1].finished}
+
+
 def search_session(epochs: int, seed: int, workdir: str, target: float, rounds: int
                    ) -> dict[str, Any]:
     """P3 in one Python session, as in a notebook: after an untimed grid (which loads or
@@ -448,6 +479,9 @@ def main() -> None:
             result = search_grid(int(sys.argv[4]), trials, workdir)
         elif kind == "tpe":
             result = search_tpe(int(sys.argv[4]), trials, workdir, float(sys.argv[5]))
+        elif kind == "served":
+            result = search_served(name, trials, int(sys.argv[4]), sys.argv[5],
+                                   float(sys.argv[6]), sys.argv[7])
         elif kind == "session":
             result = search_session(int(sys.argv[4]), trials, workdir, float(sys.argv[5]),
                                     int(sys.argv[6]))

@@ -24,6 +24,7 @@ from studyhall.reports.compare import compare_samplers
 from studyhall.storage import Heartbeat
 from studyhall.studies import (
     Progress,
+    QueuedStudy,
     StudyHandle,
     StudySpec,
     StudySummary,
@@ -32,6 +33,7 @@ from studyhall.studies import (
     load_spec,
     open_study,
     run_study,
+    serve_studies,
 )
 from studyhall.studies.presets import names as list_presets
 
@@ -44,6 +46,7 @@ __all__ = [
     "Objective",
     "ObjectiveError",
     "Progress",
+    "QueuedStudy",
     "SpecError",
     "StorageError",
     "StudyHandle",
@@ -59,5 +62,6 @@ __all__ = [
     "open_study",
     "register_objective",
     "run_study",
+    "serve_studies",
     "__version__",
 ]

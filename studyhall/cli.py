@@ -48,6 +48,7 @@ def _number(parse: Any, ok: Any, allowed: str) -> Any:
 
 
 _positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+_count = _number(int, lambda v: v >= 0, "a whole number (0 or more)")
 _seed = _number(int, lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)")
 _seconds = _number(float, lambda v: v > 0, "a positive number of seconds")
 _whole_seconds = _number(int, lambda v: v >= 1, "a positive whole number of seconds")
@@ -151,6 +152,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
                    "seed": args.seed},
         overrides_from="the command line",
     )
+    if args.workers == 0:
+        handle = run_study(spec, workers=0, dask=args.dask)
+        done = handle.state_counts()
+        print(f"queued study {handle.name} in {handle.url.masked}: "
+              f"{done['COMPLETE'] + done['PRUNED']} of {spec.budget} trials finished; "
+              f"`studyhall serve --storage {handle.url.masked}` runs it")
+        return 0
     with _Bar(spec.name, args.quiet) as bar, raising_signals():
         handle = run_study(spec, workers=args.workers, heartbeat=_heartbeat(args),
                            on_progress=_trial_progress(bar), dask=args.dask)
@@ -403,6 +411,37 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from studyhall.storage import parse_url
+    from studyhall.studies import serve_studies
+    from studyhall.studies.worker import raising_signals
+
+    url = parse_url(args.storage)
+
+    def on_study(queued: Any, progress: Any) -> None:
+        if args.quiet:
+            return
+        if progress is None:
+            print(f"study {queued.name}: {queued.finished} of {queued.budget} trials finished; "
+                  "running it", flush=True)
+        else:
+            print(f"study {queued.name}: {progress.finished} of {queued.budget} trials finished "
+                  f"({progress.pruned} pruned, {progress.failed} failed), best "
+                  f"{_fmt(progress.best_value)}", flush=True)
+
+    if not args.quiet:
+        print(f"serving the studies queued in {url.masked} (Ctrl-C to stop); queue one with "
+              f"`studyhall run SPEC --workers 0 --storage {url.masked}`", flush=True)
+    with raising_signals():
+        served = serve_studies(args.storage, idle_exit=args.idle_exit,
+                               heartbeat=_heartbeat(args), threads=args.threads,
+                               on_study=on_study, **({"poll_s": args.poll} if args.poll else {}))
+    if not args.quiet:
+        print(f"queue empty for {args.idle_exit:g} s; served {served} "
+              f"stud{'y' if served == 1 else 'ies'}")
+    return 0
+
+
 def _cmd_proxy(args: argparse.Namespace) -> int:
     from studyhall.storage import open_storage, parse_url
     from studyhall.storage._grpc import serve_proxy
@@ -439,6 +478,23 @@ def _add_worker_commands(sub: Any) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     _add_heartbeat_args(p)
     p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("serve", help="stay up and run every study queued in a storage",
+                       description="Import Keras once, then run the trials of every study in the "
+                       "storage that has some left (oldest first; queue one with `studyhall run "
+                       "SPEC --workers 0`), and wait for more. Start any number, on any machine "
+                       "that reaches the storage. Ctrl-C or SIGTERM marks the running trial FAIL "
+                       "and queues it again (exit 130/143).")
+    p.add_argument("--storage", help="storage URL (default: sqlite:///studyhall.db)")
+    p.add_argument("--poll", type=_seconds,
+                   help="seconds between looks at an empty queue (default 0.2)")
+    p.add_argument("--idle-exit", type=_seconds,
+                   help="exit once the queue has been empty for S seconds (default: never)")
+    p.add_argument("--threads", type=_positive_int,
+                   help="CPU threads this worker's numeric libraries may use (default: all)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no line per study")
+    _add_heartbeat_args(p)
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("proxy", help="serve a SQL storage to workers over gRPC",
                        description="Serve a SQL storage through Optuna's gRPC storage proxy until "
@@ -568,8 +624,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="total finished trials the study should hold")
     p.add_argument("--timeout", type=_seconds, help="stop this run after S seconds")
     p.add_argument("--storage", help=storage_help)
-    p.add_argument("--workers", type=_positive_int,
-                   help="worker processes (default 1; with --dask: one per Dask worker)")
+    p.add_argument("--workers", type=_count,
+                   help="worker processes (default 1; with --dask: one per Dask worker; 0: only "
+                   "queue the study for `studyhall serve`)")
     p.add_argument("--dask", metavar="SCHEDULER_ADDRESS",
                    help="run the workers as tasks on this Dask cluster (tcp://host:8786); every "
                    "Dask worker must reach the storage (pip install 'studyhall[dask]')")
@@ -608,7 +665,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if "optuna" in sys.modules or args.command in ("run", "worker"):
+    if "optuna" in sys.modules or args.command in ("run", "worker", "serve"):
         import optuna
 
         optuna.logging.set_verbosity(level)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from studyhall.studies.results import StudyHandle, StudySummary, list_studies, open_study
 from studyhall.studies.runner import Progress, run_study, trial_seed
+from studyhall.studies.serving import QueuedStudy, serve_studies
 from studyhall.studies.space import Param
 from studyhall.studies.spec import Component, StudySpec, load_spec
 from studyhall.studies.worker import join_study
@@ -12,6 +13,7 @@ __all__ = [
     "Component",
     "Param",
     "Progress",
+    "QueuedStudy",
     "StudyHandle",
     "StudySpec",
     "StudySummary",
@@ -20,5 +22,6 @@ __all__ = [
     "load_spec",
     "open_study",
     "run_study",
+    "serve_studies",
     "trial_seed",
 ]

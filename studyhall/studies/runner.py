@@ -125,7 +125,8 @@ def run_study(
         storage: storage URL (overrides the spec; default ``sqlite:///studyhall.db``).
         seed: study seed (overrides the spec).
         workers: worker processes; 1 runs in this process. With ``dask``: tasks on the
-            cluster (``None``: one per Dask worker).
+            cluster (``None``: one per Dask worker). 0: only store (queue) the study, for the
+            serving workers of ``serve_studies`` (``studyhall serve``) to run.
         heartbeat: heartbeat settings (default ``Heartbeat.resolve()``: 10 s, grace 30 s).
         on_progress: called after each finished trial (or poll, with several workers).
         dask: a Dask scheduler address (``tcp://host:8786``): run the workers as tasks on
@@ -150,16 +151,19 @@ def run_study(
     if workers is None and dask is None:
         workers = 1
     if workers is not None and (
-        not isinstance(workers, int) or isinstance(workers, bool) or workers < 1
+        not isinstance(workers, int) or isinstance(workers, bool) or workers < 0
     ):
-        raise SpecError(f"`workers` must be a positive integer; got {workers!r}.")
+        raise SpecError(f"`workers` must be a whole number of processes; got {workers!r}.")
     url = parse_url(spec.storage, source=spec.source)
+    if workers == 0:
+        _check_queueable(spec, url, dask)
     if (dask is not None or (workers or 1) > 1) and url.backend == "sqlite" and url.path is None:
         raise SpecError(
             f"{'Dask tasks' if dask is not None else 'several workers'} cannot share an "
             "in-memory SQLite database; give a file URL."
         )
-    _require(spec)  # a missing data set: one line, and no study holding a failed trial
+    if workers != 0:  # a queued study's data must be where it is served, not here
+        _require(spec)  # a missing data set: one line, and no study holding a failed trial
     heartbeat = heartbeat or Heartbeat.resolve()
     client = None
     if dask is not None:  # reach the cluster before anything is written
@@ -193,6 +197,10 @@ def _run(spec: StudySpec, url: StorageURL, workers: int | None, heartbeat: Heart
             _logger.info("study %s already holds %d finished trials; nothing to do",
                          spec.name, finished)
             return handle
+        if workers == 0:
+            _logger.info("queued study %s on %s: %s trials to go, for `studyhall serve`",
+                         spec.name, url.masked, remaining)
+            return handle
         _logger.info(
             "running study %s on %s: %s trials to go, %s worker(s)",
             spec.name, url.masked, remaining if remaining is not None else "timeout-bound",
@@ -221,6 +229,18 @@ def _run(spec: StudySpec, url: StorageURL, workers: int | None, heartbeat: Heart
             assert workers is not None
             _run_workers(spec, url, min(workers, remaining or workers), heartbeat, report)
         return handle
+
+
+def _check_queueable(spec: StudySpec, url: StorageURL, dask: str | None) -> None:
+    """Refuse a queued study no serving worker could take, before anything is written."""
+    if dask is not None:
+        raise SpecError("`workers` 0 queues the study for `studyhall serve`; it takes no `dask`.")
+    if url.backend == "sqlite" and url.path is None:
+        raise SpecError("a study queued in an in-memory SQLite database is seen by no serving "
+                        "worker; give a file or server URL.")
+    if spec.budget is None:
+        raise SpecError(f"study {spec.name!r} from {spec.source} has no trial budget: a serving "
+                        "worker runs a queued study until it holds `n_trials`; set it.")
 
 
 def _run_workers(spec: StudySpec, url: StorageURL, workers: int, heartbeat: Heartbeat,
