@@ -117,6 +117,8 @@ def p3(rounds: int, epochs: int) -> str:
     within an hour). Then the same rounds in one process, as a notebook runs one study after
     another: the searches without a process's start (imports and first uses: ~1 s here, of a
     warm search's 1.5-2.1 s and a warm grid's 8-12 s; each run still opens a new database).
+    Last, the same rounds again, each queued by a new process to a serving worker that stays up
+    (``_p3_served``): a process each, with the start paid once by the worker.
     """
     def twice(args: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         with tempfile.TemporaryDirectory(prefix="studyhall-bench-p3-") as cache:
@@ -142,6 +144,7 @@ def p3(rounds: int, epochs: int) -> str:
     print("  one session: tpe " + ", ".join(f"{t['seconds']:.1f}" for t in session["tpe"])
           + " s; grid " + ", ".join(f"{g['seconds']:.1f}" for g in session["grid"]) + " s",
           file=sys.stderr, flush=True)
+    served = _p3_served(rounds, epochs, target)
     out = [f"### P3: TPE + median pruning vs the full 216-configuration grid, {epochs} epochs, "
            f"{rounds} rounds", "",
            "| runs | grid wall s (median) | spread | TPE wall s (median) | spread "
@@ -152,7 +155,44 @@ def p3(rounds: int, epochs: int) -> str:
         out.append(_p3_row(f"a process each, {kind} compile cache", [g[i] for g in grids],
                            [t[i] for t in runs], target))
     out.append(_p3_row("one session (a notebook's)", session["grid"], session["tpe"], target))
+    out.append(_p3_row("a process each, queued to a serving worker", served["grid"],
+                       served["tpe"], target))
     return "\n".join(out)
+
+
+def _p3_served(rounds: int, epochs: int, target: float) -> dict[str, list[dict[str, Any]]]:
+    """The same rounds, each run queued by a process of its own (``run --workers 0``) to one
+    ``studyhall serve`` worker that stays up, after an untimed grid on a new compile cache.
+    A serving worker draws its sampler's seed at random (two of them on one study must not
+    draw the same points), so its TPE runs differ from the other rows' seed for seed."""
+    runs: dict[str, list[dict[str, Any]]] = {"grid": [], "tpe": []}
+    with tempfile.TemporaryDirectory(prefix="studyhall-bench-p3-") as tmp:
+        url = f"sqlite:///{tmp}/queue.db"
+        env = dict(os.environ, STUDYHALL_JAX_CACHE=os.path.join(tmp, "jax"))
+        env.pop("KERAS_BACKEND", None)
+        with open(os.path.join(tmp, "serve.log"), "w+") as log:
+            server = subprocess.Popen([sys.executable, "-m", "studyhall", "serve", "--storage",
+                                       url, "-q"], stdout=log, stderr=log, env=env)
+            try:
+                def queued(which: str, seed: int, name: str) -> dict[str, Any]:
+                    if server.poll() is not None:
+                        log.seek(0)
+                        raise RuntimeError(f"the serving worker stopped:\n{log.read()[-3000:]}")
+                    return _run(["served", which, str(seed), str(epochs), url, str(target),
+                                 name])
+
+                queued("grid", SEED_P3, "warm-up")
+                for r in range(rounds):
+                    for which in ("grid", "tpe") if r % 2 == 0 else ("tpe", "grid"):
+                        runs[which].append(queued(which, SEED_P3 + r, f"{which}-{r}"))
+            finally:
+                server.terminate()
+                server.wait(timeout=120)
+    print("  queued to a serving worker: tpe " + ", ".join(
+        f"{t['seconds']:.1f} s ({t['trials']} trials)" for t in runs["tpe"]) + "; grid "
+        + ", ".join(f"{g['seconds']:.1f}" for g in runs["grid"]) + " s",
+        file=sys.stderr, flush=True)
+    return runs
 
 
 def _p3_row(runs: str, grids: list[dict[str, Any]], tpes: list[dict[str, Any]],

@@ -45,7 +45,7 @@ def test_the_benchmark_command_runs_every_contender_with_a_tiny_budget():
     assert "### P1:" in out and "### P2: no-op trial on sqlite" in out
     assert "### P3: TPE + median pruning" in out
     for runs in ("a process each, cold compile cache", "a process each, warm compile cache",
-                 "one session (a notebook's)"):
+                 "one session (a notebook's)", "a process each, queued to a serving worker"):
         assert f"\n| {runs} |" in out
     assert "| 2 |" in out and "### P5:" in out and "no-op ms at 20" in out
     assert "| studyhall worker loop |" in out and "`studyhall report`" in out
