@@ -163,8 +163,7 @@ def p3(rounds: int, epochs: int) -> str:
 def _p3_served(rounds: int, epochs: int, target: float) -> dict[str, list[dict[str, Any]]]:
     """The same rounds, each run queued by a process of its own (``run --workers 0``) to one
     ``studyhall serve`` worker that stays up, after an untimed grid on a new compile cache.
-    A serving worker draws its sampler's seed at random (two of them on one study must not
-    draw the same points), so its TPE runs differ from the other rows' seed for seed."""
+    Its ``--index 0`` seeds its samplers as ``run`` does, so it draws the other rows' trials."""
     runs: dict[str, list[dict[str, Any]]] = {"grid": [], "tpe": []}
     with tempfile.TemporaryDirectory(prefix="studyhall-bench-p3-") as tmp:
         url = f"sqlite:///{tmp}/queue.db"
@@ -172,7 +171,8 @@ def _p3_served(rounds: int, epochs: int, target: float) -> dict[str, list[dict[s
         env.pop("KERAS_BACKEND", None)
         with open(os.path.join(tmp, "serve.log"), "w+") as log:
             server = subprocess.Popen([sys.executable, "-m", "studyhall", "serve", "--storage",
-                                       url, "-q"], stdout=log, stderr=log, env=env)
+                                       url, "--index", "0", "-q"], stdout=log, stderr=log,
+                                      env=env)
             try:
                 def queued(which: str, seed: int, name: str) -> dict[str, Any]:
                     if server.poll() is not None:

@@ -435,6 +435,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     with raising_signals():
         served = serve_studies(args.storage, idle_exit=args.idle_exit,
                                heartbeat=_heartbeat(args), threads=args.threads,
+                               index=args.index,
                                on_study=on_study, **({"poll_s": args.poll} if args.poll else {}))
     if not args.quiet:
         print(f"queue empty for {args.idle_exit:g} s; served {served} "
@@ -492,6 +493,9 @@ def _add_worker_commands(sub: Any) -> None:
                    help="exit once the queue has been empty for S seconds (default: never)")
     p.add_argument("--threads", type=_positive_int,
                    help="CPU threads this worker's numeric libraries may use (default: all)")
+    p.add_argument("--index", type=_count,
+                   help="this worker's number: seeds its samplers as `run`'s worker N is seeded, "
+                   "so that a study it serves alone draws what `run` draws (default: at random)")
     p.add_argument("-q", "--quiet", action="store_true", help="no line per study")
     _add_heartbeat_args(p)
     p.set_defaults(func=_cmd_serve)

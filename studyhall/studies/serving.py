@@ -50,6 +50,7 @@ def serve_studies(
     idle_exit: float | None = None,
     heartbeat: Heartbeat | None = None,
     threads: int | None = None,
+    index: int | None = None,
     on_study: Callable[[QueuedStudy, Progress | None], None] | None = None,
 ) -> int:
     """Run the trials of every study in ``storage`` that has some left, oldest study first,
@@ -67,6 +68,9 @@ def serve_studies(
         idle_exit: return once the queue has been empty this many seconds (default: never).
         heartbeat: heartbeat settings (default: ``Heartbeat.resolve()``).
         threads: cap on this process's CPU threads (set before Keras is imported).
+        index: this worker's number, which seeds its samplers as a ``run`` worker's does, so
+            that a study it serves alone draws what ``run`` draws (default: at random; two
+            serving workers with one index would draw the same points).
         on_study: called as each study starts (``Progress`` None) and as it ends.
 
     Returns:
@@ -82,10 +86,11 @@ def serve_studies(
             isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
         ):
             raise SpecError(f"`{key}` must be a positive number of seconds; got {value!r}.")
-    if threads is not None and (
-        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-    ):
-        raise SpecError(f"`threads` must be a positive integer; got {threads!r}.")
+    for key, value, low in (("threads", threads, 1), ("index", index, 0)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < low
+        ):
+            raise SpecError(f"`{key}` must be an integer >= {low}; got {value!r}.")
     url = parse_url(storage)
     if url.backend == "sqlite" and url.path is None:
         raise SpecError(
@@ -107,6 +112,16 @@ def serve_studies(
     while True:
         try:
             found = _next(store, passed)
+            if found is not None:
+                queued, key = found
+                served += 1
+                _serve_one(store, url, heartbeat, index, queued, on_study)
+                if _left(store, queued.name) == key:  # stopped without a trial more
+                    passed[queued.name] = key
+                    _logger.warning("study %s stopped with trials left; passed over until it "
+                                    "is queued again or its trials change", queued.name)
+                idle_since = time.monotonic()
+                continue
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -114,22 +129,13 @@ def serve_studies(
                             url.masked, " ".join(str(exc).split())[:200], max(poll_s, 1.0))
             time.sleep(max(poll_s, 1.0))
             continue
-        if found is None:
-            if idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
-                return served
-            time.sleep(poll_s)
-            continue
-        queued, key = found
-        served += 1
-        _serve_one(store, url, heartbeat, queued, on_study)
-        if _left(store, queued.name) == key:  # stopped without a trial more: pass it over
-            passed[queued.name] = key
-            _logger.warning("study %s stopped with trials left; passed over until its spec "
-                            "or trials change", queued.name)
-        idle_since = time.monotonic()
+        if idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
+            return served
+        time.sleep(poll_s)
 
 
-def _serve_one(store: Any, url: StorageURL, heartbeat: Heartbeat, queued: QueuedStudy,
+def _serve_one(store: Any, url: StorageURL, heartbeat: Heartbeat, index: int | None,
+               queued: QueuedStudy,
                on_study: Callable[[QueuedStudy, Progress | None], None] | None) -> None:
     """Work on one queued study until it holds its budget; its errors stay its own."""
     _logger.info("study %s: %d of %d trials finished; working on it", queued.name,
@@ -137,7 +143,7 @@ def _serve_one(store: Any, url: StorageURL, heartbeat: Heartbeat, queued: Queued
     if on_study is not None:
         on_study(queued, None)
     try:
-        _work(queued.name, url, heartbeat=heartbeat, storage=store)
+        _work(queued.name, url, worker=index, heartbeat=heartbeat, storage=store)
     except Interrupted:
         raise
     except StudyhallError as exc:  # its data set is missing here, it was deleted...

@@ -44,6 +44,15 @@ def test_a_queued_study_is_stored_with_no_trial_and_served_oldest_first(sqlite_u
     assert states(sqlite_url, "second") == {"COMPLETE": 5}
 
 
+def test_a_study_served_with_index_0_draws_what_run_draws(sqlite_url):
+    run_study(beale_spec("ran", n_trials=15), storage=sqlite_url)
+    _queue(beale_spec("served", n_trials=15), sqlite_url)
+    serve_studies(sqlite_url, idle_exit=0.2, poll_s=0.05, index=0)
+    ran, served = trials(sqlite_url, "ran"), trials(sqlite_url, "served")
+    assert [t.params for t in served] == [t.params for t in ran]
+    assert len({t.params["x"] for t in ran}) == 15
+
+
 def test_queueing_more_trials_serves_only_the_new_ones(sqlite_url):
     _queue(beale_spec("grows", n_trials=4), sqlite_url)
     serve_studies(sqlite_url, idle_exit=0.2, poll_s=0.05)
@@ -76,7 +85,8 @@ def test_a_study_no_serving_worker_could_take_is_refused_before_anything_is_writ
     [
         ({"poll_s": 0}, "`poll_s` must be a positive number of seconds; got 0"),
         ({"idle_exit": -1}, "`idle_exit` must be a positive number of seconds; got -1"),
-        ({"threads": 0}, "`threads` must be a positive integer; got 0"),
+        ({"threads": 0}, "`threads` must be an integer >= 1; got 0"),
+        ({"index": -1}, "`index` must be an integer >= 0; got -1"),
         ({"storage": "sqlite:///:memory:"}, "cannot serve an in-memory SQLite database"),
     ],
 )
@@ -161,3 +171,24 @@ def _spec_file(tmp_path, spec: dict) -> str:
     path = tmp_path / f"{spec['name']}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return str(path)
+
+
+def test_a_study_deleted_while_it_is_served_leaves_the_worker_serving_the_queue(sqlite_url):
+    import threading
+
+    from studyhall.reports.records import delete_study
+
+    _queue(slow_spec("doomed", 50, steps=10, step_s=0.05), sqlite_url)
+    _queue(beale_spec("after", n_trials=3), sqlite_url)
+    result: list[int] = []
+    server = threading.Thread(
+        target=lambda: result.append(serve_studies(sqlite_url, idle_exit=0.5, poll_s=0.05)))
+    server.start()
+    try:
+        wait_for(lambda: running_with_steps(sqlite_url, "doomed", 1), 60, "a served trial")
+        delete_study("doomed", sqlite_url)
+    finally:
+        server.join(timeout=120)
+    assert result == [2]
+    assert trials(sqlite_url, "doomed") == []
+    assert states(sqlite_url, "after") == {"COMPLETE": 3}
