@@ -126,7 +126,7 @@ BAD_ARGS = [
     (["run", "beale-tpe", "--trials", "0"],
      "argument --trials: must be a positive integer; got '0'"),
     (["run", "beale-tpe", "--workers", "two"],
-     "argument --workers: must be a positive integer; got 'two'"),
+     "argument --workers: must be a whole number (0 or more); got 'two'"),
     (["run", "beale-tpe", "--seed", "-1"],
      "argument --seed: must be an integer in [0, 2**32); got '-1'"),
     (["run", "beale-tpe", "--timeout", "0"],

@@ -111,9 +111,11 @@ def test_progress_is_reported_after_every_trial(sqlite_url, study_name):
     assert seen[-1].best_value == min(p.best_value for p in seen)
 
 
-def test_workers_must_be_positive(sqlite_url, study_name):
-    with pytest.raises(SpecError, match="`workers` must be a positive integer; got 0"):
-        run_study(beale_spec(study_name), storage=sqlite_url, workers=0)
+@pytest.mark.parametrize("workers", [-1, 1.5, True])
+def test_workers_must_be_a_whole_number(sqlite_url, study_name, workers):
+    with pytest.raises(SpecError, match=f"`workers` must be a whole number of processes; "
+                                        f"got {workers!r}"):
+        run_study(beale_spec(study_name), storage=sqlite_url, workers=workers)
 
 
 def test_a_registered_objective_runs_by_name(sqlite_url, study_name):
