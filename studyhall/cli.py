@@ -155,9 +155,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.workers == 0:
         handle = run_study(spec, workers=0, dask=args.dask)
         done = handle.state_counts()
-        print(f"queued study {handle.name} in {handle.url.masked}: "
-              f"{done['COMPLETE'] + done['PRUNED']} of {spec.budget} trials finished; "
-              f"`studyhall serve --storage {handle.url.masked}` runs it")
+        if not args.quiet:
+            print(f"queued study {handle.name} in {handle.url.masked}: "
+                  f"{done['COMPLETE'] + done['PRUNED']} of {spec.budget} trials finished; "
+                  f"`studyhall serve --storage {handle.url.masked}` runs it")
         return 0
     with _Bar(spec.name, args.quiet) as bar, raising_signals():
         handle = run_study(spec, workers=args.workers, heartbeat=_heartbeat(args),

@@ -163,6 +163,8 @@ def test_run_with_no_workers_says_where_the_study_was_queued(sqlite_url, tmp_pat
     assert out == (f"queued study beale-tpe in {sqlite_url}: 0 of 3 trials finished; "
                    f"`studyhall serve --storage {sqlite_url}` runs it\n")
     assert trials(sqlite_url, "beale-tpe") == []
+    assert main(["run", "beale-tpe", "--workers", "0", "--storage", sqlite_url, "-q"]) == 0
+    assert capsys.readouterr().out == ""
 
 
 def _spec_file(tmp_path, spec: dict) -> str:
