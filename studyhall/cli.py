@@ -418,26 +418,40 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from studyhall.studies.worker import raising_signals
 
     url = parse_url(args.storage)
+    bars: list[_Bar] = []  # the running study's, made at its first trial's end
+
+    def close_bar() -> None:
+        while bars:
+            bars.pop().__exit__(None, None, None)
 
     def on_study(queued: Any, progress: Any) -> None:
+        close_bar()
         if args.quiet:
             return
         if progress is None:
             print(f"study {queued.name}: {queued.finished} of {queued.budget} trials finished; "
                   "running it", flush=True)
-        else:
-            print(f"study {queued.name}: {progress.finished} of {queued.budget} trials finished "
-                  f"({progress.pruned} pruned, {progress.failed} failed), best "
-                  f"{_fmt(progress.best_value)}", flush=True)
+            bars.append(_Bar(queued.name, args.quiet))
+            return
+        print(f"study {queued.name}: {progress.finished} of {queued.budget} trials finished "
+              f"({progress.pruned} pruned, {progress.failed} failed), best "
+              f"{_fmt(progress.best_value)}", flush=True)
+
+    def on_progress(queued: Any, progress: Any) -> None:
+        if bars:
+            _trial_progress(bars[-1])(progress)
 
     if not args.quiet:
         print(f"serving the studies queued in {url.masked} (Ctrl-C to stop); queue one with "
               f"`studyhall run SPEC --workers 0 --storage {url.masked}`", flush=True)
     with raising_signals():
-        served = serve_studies(args.storage, idle_exit=args.idle_exit,
-                               heartbeat=_heartbeat(args), threads=args.threads,
-                               index=args.index,
-                               on_study=on_study, **({"poll_s": args.poll} if args.poll else {}))
+        try:
+            served = serve_studies(args.storage, idle_exit=args.idle_exit,
+                                   heartbeat=_heartbeat(args), threads=args.threads,
+                                   index=args.index, on_study=on_study, on_progress=on_progress,
+                                   **({"poll_s": args.poll} if args.poll else {}))
+        finally:
+            close_bar()
     if not args.quiet:
         print(f"queue empty for {args.idle_exit:g} s; served {served} "
               f"stud{'y' if served == 1 else 'ies'}")

@@ -52,6 +52,7 @@ def serve_studies(
     threads: int | None = None,
     index: int | None = None,
     on_study: Callable[[QueuedStudy, Progress | None], None] | None = None,
+    on_progress: Callable[[QueuedStudy, Progress], None] | None = None,
 ) -> int:
     """Run the trials of every study in ``storage`` that has some left, oldest study first,
     and wait for more; Keras is imported once, before the first.
@@ -72,6 +73,7 @@ def serve_studies(
             that a study it serves alone draws what ``run`` draws (default: at random; two
             serving workers with one index would draw the same points).
         on_study: called as each study starts (``Progress`` None) and as it ends.
+        on_progress: called after each trial this worker finishes.
 
     Returns:
         How many studies this worker worked on.
@@ -115,7 +117,7 @@ def serve_studies(
             if found is not None:
                 queued, key = found
                 served += 1
-                _serve_one(store, url, heartbeat, index, queued, on_study)
+                _serve_one(store, url, heartbeat, index, queued, on_study, on_progress)
                 if _left(store, queued.name) == key:  # stopped without a trial more
                     passed[queued.name] = key
                     _logger.warning("study %s stopped with trials left; passed over until it "
@@ -136,14 +138,20 @@ def serve_studies(
 
 def _serve_one(store: Any, url: StorageURL, heartbeat: Heartbeat, index: int | None,
                queued: QueuedStudy,
-               on_study: Callable[[QueuedStudy, Progress | None], None] | None) -> None:
+               on_study: Callable[[QueuedStudy, Progress | None], None] | None,
+               on_progress: Callable[[QueuedStudy, Progress], None] | None) -> None:
     """Work on one queued study until it holds its budget; its errors stay its own."""
     _logger.info("study %s: %d of %d trials finished; working on it", queued.name,
                  queued.finished, queued.budget)
     if on_study is not None:
         on_study(queued, None)
+    on_trial = None
+    if on_progress is not None:
+        def on_trial(study: Any, _trial: Any) -> None:
+            on_progress(queued, poll(store, study._study_id, queued.budget))
     try:
-        _work(queued.name, url, worker=index, heartbeat=heartbeat, storage=store)
+        _work(queued.name, url, worker=index, heartbeat=heartbeat, storage=store,
+              on_trial=on_trial)
     except Interrupted:
         raise
     except StudyhallError as exc:  # its data set is missing here, it was deleted...

@@ -34,12 +34,18 @@ def test_a_queued_study_is_stored_with_no_trial_and_served_oldest_first(sqlite_u
     _queue(beale_spec("second", n_trials=5), sqlite_url)
     assert trials(sqlite_url, "first") == [] and trials(sqlite_url, "second") == []
     events: list[tuple[str, int | None]] = []
+    seen: list[tuple[str, int]] = []
 
     def on_study(queued: QueuedStudy, progress) -> None:
         events.append((queued.name, None if progress is None else progress.finished))
 
-    assert serve_studies(sqlite_url, idle_exit=0.3, poll_s=0.05, on_study=on_study) == 2
+    def on_progress(queued: QueuedStudy, progress) -> None:
+        seen.append((queued.name, progress.finished))
+
+    assert serve_studies(sqlite_url, idle_exit=0.3, poll_s=0.05, on_study=on_study,
+                         on_progress=on_progress) == 2
     assert events == [("first", None), ("first", 8), ("second", None), ("second", 5)]
+    assert seen == [("first", n) for n in range(1, 9)] + [("second", n) for n in range(1, 6)]
     assert states(sqlite_url, "first") == {"COMPLETE": 8}
     assert states(sqlite_url, "second") == {"COMPLETE": 5}
 
@@ -131,6 +137,8 @@ def test_two_serving_processes_share_a_queue_and_every_study_ends_at_its_budget(
     for code, out, err in outs:
         assert code == 0, err[-2000:]
         assert out.startswith("serving the studies queued in ")
+        if "running it" in out:  # a progress bar for the studies it ran, on stderr
+            assert "/6 [" in err, err[-2000:]
     for name in names:
         assert states(shared_url, name) == {"COMPLETE": 6}
     said = "".join(out for _, out, _ in outs)
