@@ -186,6 +186,12 @@ def _grid_spec(epochs: int, sampler: Any, pruner: Any = "none", seed: int = SEED
             "space": space, "sampler": sampler, "pruner": pruner, "seed": seed}
 
 
+def _tpe_spec(epochs: int, seed: int) -> dict[str, Any]:
+    """P3's search: TPE with median pruning on the grid's space."""
+    return _grid_spec(epochs, {"name": "tpe", "n_startup_trials": 8},
+                      {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 5}, seed)
+
+
 def search_grid(epochs: int, seed: int, workdir: str, db: str = "grid") -> dict[str, Any]:
     """P3 baseline: the whole 216-configuration grid, no pruning."""
     import studyhall
@@ -215,8 +221,7 @@ def search_tpe(epochs: int, seed: int, workdir: str, target: float, db: str = "t
 
     _quiet()
     _data()
-    spec = _grid_spec(epochs, {"name": "tpe", "n_startup_trials": 8},
-                      {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 5}, seed)
+    spec = _tpe_spec(epochs, seed)
     seen: list[studyhall.Progress] = []
 
     def on_progress(progress: studyhall.Progress) -> None:
@@ -244,9 +249,7 @@ def search_served(which: str, seed: int, epochs: int, url: str, target: float, n
 
     _quiet()
     _data()
-    spec = (_grid_spec(epochs, "grid") if which == "grid" else
-            _grid_spec(epochs, {"name": "tpe", "n_startup_trials": 8},
-                       {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 5}, seed))
+    spec = _grid_spec(epochs, "grid") if which == "grid" else _tpe_spec(epochs, seed)
     spec["name"] = name
     start = time.perf_counter()
     study = studyhall.run_study(spec, n_trials=216, storage=url, workers=0).study

@@ -448,8 +448,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         try:
             served = serve_studies(args.storage, idle_exit=args.idle_exit,
                                    heartbeat=_heartbeat(args), threads=args.threads,
-                                   index=args.index, on_study=on_study, on_progress=on_progress,
-                                   **({"poll_s": args.poll} if args.poll else {}))
+                                   index=args.index, poll_s=args.poll, on_study=on_study,
+                                   on_progress=None if args.quiet else on_progress)
         finally:
             close_bar()
     if not args.quiet:

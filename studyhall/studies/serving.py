@@ -1,11 +1,11 @@
 """A worker that stays up and serves a storage's queue: every study with trials left to run.
 
 A process's start (SQLAlchemy's, Keras' and JAX's imports, the first trial's loads) costs
-~1 s here, a tenth of a whole 216-trial breast-cancer grid and half of a 20-trial TPE search.
-A serving worker pays it once: a study queued with ``run_study(..., workers=0)`` (``studyhall
-run SPEC --workers 0``) starts within a poll. Any number of them, on any machine that reaches
-the storage, share the queue as workers share a study: the admission lock keeps each study to
-its budget, and a study's trials go to whichever worker is free.
+~1 s here: a seventh to a tenth of a whole 216-trial breast-cancer grid, half of a 20-trial TPE
+search. A serving worker pays it once: a study queued with ``run_study(..., workers=0)``
+(``studyhall run SPEC --workers 0``) starts within a poll. Any number of them, on any machine
+that reaches the storage, share the queue as workers share a study: the admission lock keeps
+each study to its budget, and a study's trials go to whichever worker is free.
 """
 
 from __future__ import annotations
@@ -23,7 +23,13 @@ from studyhall.storage._tally import tally_trials
 from studyhall.storage.urls import StorageURL
 from studyhall.studies._progress import Progress, poll
 from studyhall.studies.results import SPEC_ATTR, stored_spec
-from studyhall.studies.worker import _starting, _work, limit_threads
+from studyhall.studies.worker import (
+    _check_count,
+    _check_seconds,
+    _starting,
+    _work,
+    limit_threads,
+)
 
 __all__ = ["QueuedStudy", "serve_studies"]
 
@@ -46,7 +52,7 @@ class QueuedStudy:
 def serve_studies(
     storage: str | None = None,
     *,
-    poll_s: float = POLL_S,
+    poll_s: float | None = None,
     idle_exit: float | None = None,
     heartbeat: Heartbeat | None = None,
     threads: int | None = None,
@@ -65,7 +71,7 @@ def serve_studies(
 
     Args:
         storage: the storage URL to serve (default ``sqlite:///studyhall.db``).
-        poll_s: seconds between looks at an idle queue.
+        poll_s: seconds between looks at an idle queue (default ``POLL_S``).
         idle_exit: return once the queue has been empty this many seconds (default: never).
         heartbeat: heartbeat settings (default: ``Heartbeat.resolve()``).
         threads: cap on this process's CPU threads (set before Keras is imported).
@@ -83,16 +89,11 @@ def serve_studies(
         StorageError: the storage cannot be reached at the start.
         Interrupted: SIGINT/SIGTERM arrived (under ``raising_signals``).
     """
-    for key, value in (("poll_s", poll_s), ("idle_exit", idle_exit)):
-        if (value is not None or key == "poll_s") and (
-            isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
-        ):
-            raise SpecError(f"`{key}` must be a positive number of seconds; got {value!r}.")
-    for key, value, low in (("threads", threads, 1), ("index", index, 0)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < low
-        ):
-            raise SpecError(f"`{key}` must be an integer >= {low}; got {value!r}.")
+    _check_seconds("poll_s", poll_s)
+    _check_seconds("idle_exit", idle_exit)
+    _check_count("threads", threads)
+    _check_count("index", index, low=0)
+    poll_s = POLL_S if poll_s is None else poll_s
     url = parse_url(storage)
     if url.backend == "sqlite" and url.path is None:
         raise SpecError(
@@ -157,20 +158,21 @@ def _serve_one(store: Any, url: StorageURL, heartbeat: Heartbeat, index: int | N
     except StudyhallError as exc:  # its data set is missing here, it was deleted...
         _logger.warning("study %s: %s", queued.name, exc)
     except Exception:
-        if not _exists(store, queued.name):
+        if _study_id(store, queued.name) is None:
             _logger.warning("study %s was deleted while it ran", queued.name)
             return
         _logger.exception("study %s failed in this worker", queued.name)
-    if on_study is not None and _exists(store, queued.name):
-        on_study(queued, poll(store, store.get_study_id_from_name(queued.name), queued.budget))
+    study_id = _study_id(store, queued.name)
+    if on_study is not None and study_id is not None:
+        on_study(queued, poll(store, study_id, queued.budget))
 
 
-def _exists(store: Any, name: str) -> bool:
+def _study_id(store: Any, name: str) -> int | None:
+    """Study ``name``'s id; None once it is deleted."""
     try:
-        store.get_study_id_from_name(name)
+        return int(store.get_study_id_from_name(name))
     except KeyError:
-        return False
-    return True
+        return None
 
 
 def _next(store: Any, passed: dict[str, str]) -> tuple[QueuedStudy, str] | None:
@@ -193,9 +195,8 @@ def _next(store: Any, passed: dict[str, str]) -> tuple[QueuedStudy, str] | None:
 
 def _left(store: Any, name: str) -> str | None:
     """What ``_next`` would compare for study ``name`` now (None: it is gone)."""
-    try:
-        study_id = store.get_study_id_from_name(name)
-    except KeyError:
+    study_id = _study_id(store, name)
+    if study_id is None:
         return None
     return _key(store.get_study_user_attrs(study_id), tally_trials(store, study_id).counts)
 

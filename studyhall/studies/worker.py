@@ -620,6 +620,21 @@ def _loop(study: Any, func: _TrialFunction, target: int | None, lock: Any, beati
             break
 
 
+def _check_count(key: str, value: Any, low: int = 1) -> None:
+    """Refuse an argument ``key`` that is given but is not an integer of at least ``low``."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < low):
+        allowed = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise SpecError(f"`{key}` must be {allowed}; got {value!r}.")
+
+
+def _check_seconds(key: str, value: Any) -> None:
+    """Refuse an argument ``key`` that is given but is not a positive number of seconds."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not value > 0):
+        raise SpecError(f"`{key}` must be a positive number of seconds; got {value!r}.")
+
+
 def join_study(
     name: str,
     storage: str | None = None,
@@ -655,15 +670,9 @@ def join_study(
     """
     import optuna
 
-    for key, value in (("n_trials", n_trials), ("threads", threads)):
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or value < 1
-        ):
-            raise SpecError(f"`{key}` must be a positive integer; got {value!r}.")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
-    ):
-        raise SpecError(f"`timeout` must be a positive number of seconds; got {timeout!r}.")
+    _check_count("n_trials", n_trials)
+    _check_count("threads", threads)
+    _check_seconds("timeout", timeout)
     if threads is not None:
         limit_threads(threads)
     url = parse_url(storage)

@@ -91,7 +91,7 @@ def test_a_study_no_serving_worker_could_take_is_refused_before_anything_is_writ
     [
         ({"poll_s": 0}, "`poll_s` must be a positive number of seconds; got 0"),
         ({"idle_exit": -1}, "`idle_exit` must be a positive number of seconds; got -1"),
-        ({"threads": 0}, "`threads` must be an integer >= 1; got 0"),
+        ({"threads": 0}, "`threads` must be a positive integer; got 0"),
         ({"index": -1}, "`index` must be an integer >= 0; got -1"),
         ({"storage": "sqlite:///:memory:"}, "cannot serve an in-memory SQLite database"),
     ],
